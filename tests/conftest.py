@@ -1,0 +1,80 @@
+"""Shared fixtures: the golden AudioCraft bundles and a stand-in codec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+GOLDEN = SHARED / "golden"
+
+# Worst absolute difference seen per golden tensor group, printed at the end of the run.
+WORST: dict[str, float] = {}
+
+
+def record(group: str, got: torch.Tensor, want: torch.Tensor, atol: float) -> None:
+    """Assert `got` matches the golden `want` within `atol` and remember the difference."""
+    assert got.shape == want.shape, f"{group}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    diff = (got.detach().float() - want.float()).abs().max().item()
+    WORST[group] = max(WORST.get(group, 0.0), diff)
+    assert diff <= atol, f"{group}: max abs difference {diff:.3g} > {atol:g}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+    if WORST:
+        terminalreporter.section("golden parity: worst max-abs difference per tensor group")
+        for group, diff in sorted(WORST.items()):
+            terminalreporter.write_line(f"{group:48s} {diff:.3e}")
+
+
+class Golden:
+    """One golden bundle: tensors, metadata and the AudioCraft checkpoint that produced them."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.tensors = load_file(str(GOLDEN / f"golden_{tag}.safetensors"))
+        self.meta = json.loads((GOLDEN / f"golden_{tag}.json").read_text())
+        self.checkpoint = GOLDEN / self.meta["checkpoint"]
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.tensors if k.startswith(prefix))
+
+
+class FakeCodec(nn.Module):
+    """The golden bundles' stand-in codec: latents are summed codebook rows, decode returns a fixed signal."""
+
+    def __init__(self, codebooks: torch.Tensor, reference: torch.Tensor, sample_rate: int = 24000, hop: int = 320):
+        super().__init__()
+        self.register_buffer("codebooks", codebooks)  # [K, N, D]
+        self.register_buffer("reference", reference)  # [B, 1, L]
+        self.sample_rate, self.hop_length, self.channels = sample_rate, hop, 1
+        self.n_q, self.cardinality = codebooks.shape[0], codebooks.shape[1]
+        self.frame_rate = sample_rate / hop
+
+    def latents(self, codes: torch.Tensor) -> torch.Tensor:
+        z = torch.tensor(0.0)
+        for k in range(codes.shape[1]):
+            z = z + self.codebooks[k][codes[:, k]]  # [B, T, D]
+        return z.permute(0, 2, 1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.reference
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def golden_available() -> bool:
+    return (GOLDEN / "golden_nq4.safetensors").is_file()
+
+
+requires_golden = pytest.mark.skipif(not golden_available(), reason="../shared/golden is not present")
