@@ -1,0 +1,151 @@
+"""Checkpoint formats: AudioCraft pickles read safely, our safetensors round trip, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from mbd import MultiBandDiffusion, checkpoint
+from mbd.processor import BandProcessor, ProcessorConfig
+from mbd.unet import DiffusionUNet, UNetConfig
+from tests.conftest import GOLDEN, requires_golden
+
+
+class _RunsCommand:
+    """Unpickling this object would run a shell command."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_hostile_pickle_is_refused(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "mbd_comp_4.pt"
+    torch.save({"sample_rate": 24000, "n_bands": 1, 0: _RunsCommand(str(marker))}, path)
+    with pytest.raises(checkpoint.CheckpointError, match="refused"):
+        checkpoint.load(path)
+    assert not marker.exists()
+    with pytest.raises(checkpoint.CheckpointError, match="refused"):
+        MultiBandDiffusion.from_pretrained(path, load_codec=False)
+    assert not marker.exists()
+    # Control: the same file really does run the command when loaded unsafely.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_not_a_checkpoint(tmp_path) -> None:
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(checkpoint.CheckpointError, match="junk.safetensors"):
+        checkpoint.load(junk)
+    with pytest.raises(checkpoint.CheckpointError, match="no such"):
+        checkpoint.load(tmp_path / "missing.pt")
+
+
+@requires_golden
+def test_truncated_checkpoint(tmp_path) -> None:
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes((GOLDEN / "mbd_comp_2_reduced.pt").read_bytes()[:5000])
+    with pytest.raises(checkpoint.CheckpointError, match="cut.pt"):
+        checkpoint.load(truncated)
+
+
+@requires_golden
+def test_audiocraft_read_without_omegaconf() -> None:
+    header, bands = checkpoint.read_audiocraft(GOLDEN / "mbd_comp_4_reduced.pt")
+    assert header == {"sample_rate": 24000, "n_bands": 4}
+    meta = json.loads((GOLDEN / "golden_nq4.json").read_text())
+    for i, band in enumerate(bands):
+        assert band["cfg"] == meta["cfg_band"][str(i)]
+    # the file's pickle names exactly these omegaconf globals, and none was imported to read it
+    with zipfile.ZipFile(GOLDEN / "mbd_comp_4_reduced.pt") as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert b"omegaconf.dictconfig" in data
+    assert "omegaconf" not in sys.modules
+
+
+@requires_golden
+def test_convert_round_trip_is_exact(tmp_path) -> None:
+    src = GOLDEN / "mbd_comp_2_reduced.pt"
+    dst = tmp_path / "model.safetensors"
+    checkpoint.convert(src, dst)
+    config_a, tensors_a = checkpoint.load(src)
+    config_b, tensors_b = checkpoint.load(dst)
+    assert config_a == config_b
+    assert tensors_a.keys() == tensors_b.keys()
+    for name in tensors_a:
+        assert torch.equal(tensors_a[name], tensors_b[name]), name
+    # converting our own file again gives the same tensors
+    again = tmp_path / "again.safetensors"
+    checkpoint.convert(dst, again)
+    assert checkpoint.load(again)[1].keys() == tensors_b.keys()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@requires_golden
+def test_key_and_shape_errors(tmp_path) -> None:
+    config, tensors = checkpoint.load(GOLDEN / "mbd_comp_2_reduced.pt")
+    missing = dict(tensors)
+    missing.pop("bands.1.unet.conv_codec.bias")
+    with pytest.raises(checkpoint.CheckpointError, match="missing.*conv_codec.bias"):
+        MultiBandDiffusion.from_state(config, missing)
+    extra = {**tensors, "bands.0.unet.surprise": torch.zeros(1)}
+    with pytest.raises(checkpoint.CheckpointError, match="unexpected.*surprise"):
+        MultiBandDiffusion.from_state(config, extra)
+    wrong = {**tensors, "bands.0.unet.embedding.weight": torch.zeros(3, 3)}
+    with pytest.raises(checkpoint.CheckpointError, match="embedding.weight"):
+        MultiBandDiffusion.from_state(config, wrong)
+    bad_config = json.loads(json.dumps(config))
+    bad_config["bands"][0]["unet"]["mystery"] = 1
+    with pytest.raises(ValueError, match="mystery"):
+        MultiBandDiffusion.from_state(bad_config, tensors)
+
+
+@requires_golden
+def test_model_is_built_from_stored_config() -> None:
+    config, tensors = checkpoint.load(GOLDEN / "mbd_comp_2_reduced.pt")
+    model = MultiBandDiffusion.from_state(config, tensors)
+    assert model.bands[0].unet.config.hidden == 4
+    assert [band.processor is not None for band in model.bands] == [False, False, True, True]
+    assert model.bands[3].processor.config.power_std == 0.75
+
+
+@requires_golden
+@pytest.mark.parametrize("res_blocks", [2, 1])
+def test_released_size_on_meta_device(res_blocks: int) -> None:
+    released = json.loads((GOLDEN / "released_config_shapes.json").read_text())
+    entry = released[f"diffusion_unet_hidden48_growth4_depth4_kernel8_stride4_res_blocks{res_blocks}_codec128"]
+    config = UNetConfig(hidden=48, growth=4, depth=4, res_blocks=res_blocks, kernel=8, stride=4, codec_dim=128)
+    with torch.device("meta"):
+        unet = DiffusionUNet(config)
+    state = unet.state_dict()
+    assert list(state) == list(entry["state_dict"])  # same keys, same order
+    assert {k: list(v.shape) for k, v in state.items()} == entry["state_dict"]
+    assert sum(p.numel() for p in unet.parameters()) == entry["num_params"]
+    processor = BandProcessor(ProcessorConfig(), sample_rate=24000)
+    shapes = {k: list(v.shape) for k, v in processor.state_dict().items()}
+    assert shapes == released["multi_band_processor_state_sr24000"]
+    assert shapes["split_bands.lowpass.filters"] == [7, 1, 629]
+    assert list(BandProcessor(ProcessorConfig(), 32000).split_bands.lowpass.filters.shape) == [7, 1, 751]
+
+
+def test_save_is_atomic_on_failure(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"previous good file")
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", explode)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, {"x": 1}, {"t": torch.zeros(2)})
+    assert path.read_bytes() == b"previous good file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
