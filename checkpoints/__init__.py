@@ -1,0 +1,1 @@
+"""Package data: `manifest.toml`, the names of the pretrained weights that `mbd.hub` resolves."""

@@ -1,0 +1,106 @@
+"""mbd.audio: reading as mono at the codec rate, atomic writes that never overwrite by accident."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from mbd.audio import AudioError, read_audio, write_audio
+
+
+def _sine(freq: float, sample_rate: int, seconds: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    return np.stack([0.5 / (c + 1) * np.sin(2 * math.pi * freq * t) for c in range(channels)], axis=1)  # [L, C]
+
+
+def _peak_hz(wav: torch.Tensor, sample_rate: int) -> float:
+    spectrum = torch.fft.rfft(wav[0]).abs()
+    return float(spectrum.argmax()) * sample_rate / wav.shape[-1]
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_write_then_read(tmp_path: Path, suffix: str) -> None:
+    wav = torch.from_numpy(_sine(440, 24000, 0.2).T).float()  # [1, L]
+    path = tmp_path / f"out{suffix}"
+    assert write_audio(path, wav, 24000, overwrite=False) == []
+    assert soundfile.info(str(path)).format == suffix[1:].upper()
+    back, notes = read_audio(path, 24000)
+    assert notes == [] and back.shape == wav.shape and back.dtype == torch.float32
+    assert torch.allclose(back, wav, atol=1 / 32768)  # 16-bit PCM
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_stereo_is_downmixed(tmp_path: Path) -> None:
+    data = _sine(300, 24000, 0.1, channels=2)
+    soundfile.write(str(tmp_path / "st.wav"), data, 24000, subtype="FLOAT")
+    wav, notes = read_audio(tmp_path / "st.wav", 24000)
+    assert notes == ["downmixed 2 channels to mono"]
+    assert torch.allclose(wav[0], torch.from_numpy(data.mean(axis=1)).float(), atol=1e-6)
+
+
+def test_other_rates_are_resampled(tmp_path: Path) -> None:
+    soundfile.write(str(tmp_path / "cd.wav"), _sine(1000, 44100, 0.5), 44100, subtype="FLOAT")
+    wav, notes = read_audio(tmp_path / "cd.wav", 24000)
+    assert notes == ["resampled 44100 Hz -> 24000 Hz"]
+    assert wav.shape == (1, 12000)
+    assert abs(_peak_hz(wav, 24000) - 1000) <= 2  # the tone keeps its pitch
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: p.write_bytes(b"RIFF nonsense"), "cannot read audio"),
+        (lambda p: None, "cannot read audio"),
+        (lambda p: soundfile.write(str(p), np.zeros((0, 1)), 24000), "no audio samples"),
+        (lambda p: soundfile.write(str(p), np.full((10, 1), np.nan), 24000, subtype="FLOAT"), "NaN"),
+    ],
+)
+def test_bad_files(tmp_path: Path, make: object, match: str) -> None:
+    path = tmp_path / "in.wav"
+    make(path)  # type: ignore[operator]
+    with pytest.raises(AudioError, match=match) as info:
+        read_audio(path, 24000)
+    assert str(path) in str(info.value)
+
+
+def test_no_accidental_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "out.wav"
+    path.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_audio(path, torch.zeros(1, 100), 24000, overwrite=False)
+    assert path.read_bytes() == b"precious"
+    write_audio(path, torch.zeros(1, 100), 24000, overwrite=True)
+    assert soundfile.info(str(path)).frames == 100
+
+
+def test_clipping_is_reported(tmp_path: Path) -> None:
+    notes = write_audio(tmp_path / "loud.wav", torch.tensor([[0.5, 1.5, -2.0, 0.0]]), 24000, overwrite=False)
+    assert notes == ["clipped 2 samples outside [-1, 1]"]
+    back, _ = read_audio(tmp_path / "loud.wav", 24000)
+    assert back.abs().max() <= 1.0
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(file: object, *args: object, **kwargs: object) -> None:
+        file.write(b"half a header")  # type: ignore[attr-defined]
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(soundfile, "write", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_audio(tmp_path / "out.wav", torch.zeros(1, 100), 24000, overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_requests(tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match="can write .wav or .flac"):
+        write_audio(tmp_path / "out.mp3", torch.zeros(1, 10), 24000, overwrite=False)
+    with pytest.raises(AudioError, match=r"\[C, L\]"):
+        write_audio(tmp_path / "out.wav", torch.zeros(1, 1, 10), 24000, overwrite=False)
+    with pytest.raises(AudioError, match="does not exist"):
+        write_audio(tmp_path / "no" / "out.wav", torch.zeros(1, 10), 24000, overwrite=False)
+    assert list(tmp_path.iterdir()) == []
