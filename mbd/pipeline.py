@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,85 +17,16 @@ import torch
 from torch import nn
 
 from . import checkpoint
+from .chunking import decode_in_chunks
+from .config import BandConfig, MBDConfig
 from .eq import re_eq
-from .processor import BandProcessor, ProcessorConfig
-from .sampler import ddpm_sample
-from .schedule import PowerSchedule, check_steps, default_steps
-from .unet import DiffusionUNet, UNetConfig
-
-
-@dataclass(frozen=True)
-class CodecConfig:
-    """Args:
-    name: the codec whose latents condition the model (e.g. "encodec_24khz").
-    n_q: number of codebooks the model was trained with.
-    """
-
-    name: str = "encodec_24khz"
-    n_q: int = 4
-
-
-@dataclass(frozen=True)
-class BandConfig:
-    unet: UNetConfig
-    schedule: PowerSchedule
-    processor: ProcessorConfig | None
-
-
-@dataclass(frozen=True)
-class MBDConfig:
-    """Args:
-    sample_rate: audio sample rate in Hz.
-    codec: the conditioning codec.
-    bands: one entry per band, low to high.
-    """
-
-    sample_rate: int
-    codec: CodecConfig
-    bands: tuple[BandConfig, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MBDConfig:
-        """Parse a stored config; unknown or missing keys are errors."""
-        top = _fields(cls, data, "config")
-        bands = []
-        for i, band in enumerate(top["bands"]):
-            entry = _fields(BandConfig, band, f"bands[{i}]")
-            processor = entry["processor"]
-            bands.append(
-                BandConfig(
-                    unet=UNetConfig(**_fields(UNetConfig, entry["unet"], f"bands[{i}].unet", partial=True)),
-                    schedule=PowerSchedule(
-                        **_fields(PowerSchedule, entry["schedule"], f"bands[{i}].schedule", partial=True)
-                    ),
-                    processor=None
-                    if processor is None
-                    else ProcessorConfig(**_fields(ProcessorConfig, processor, f"bands[{i}].processor", partial=True)),
-                )
-            )
-        if not bands:
-            raise ValueError("config: a model needs at least one band")
-        return cls(
-            sample_rate=int(top["sample_rate"]),
-            codec=CodecConfig(**_fields(CodecConfig, top["codec"], "config.codec", partial=True)),
-            bands=tuple(bands),
-        )
-
-
-def _fields(cls: type, data: Any, where: str, partial: bool = False) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a table, got {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(names)})")
-    missing = names - set(data)
-    if missing and not partial:
-        raise ValueError(f"{where}: missing keys {sorted(missing)}")
-    return dict(data)
+from .fused import FusedUNet, sample_fused, unstack_bands
+from .noise import all_draws, band_draws
+from .options import DTYPES, FAITHFUL, DType, InferenceOptions
+from .processor import BandProcessor
+from .sampler import Sampler, sample, spaced_steps
+from .schedule import check_steps, default_steps
+from .unet import DiffusionUNet
 
 
 class Band(nn.Module):
@@ -220,6 +150,7 @@ class MultiBandDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         on_step: StepCallback | None = None,
+        options: InferenceOptions = FAITHFUL,
     ) -> torch.Tensor:
         """Sample every band from the codec latent and return their sum.
 
@@ -230,12 +161,14 @@ class MultiBandDiffusion(nn.Module):
         Args:
             latents: codec latent `[B, D, T]`.
             length: output samples; default `T * hop` (hop = sample_rate / latent frame rate, e.g. 320).
-            steps: descending step list ending in 0; default AudioCraft's 20-step list.
+            steps: descending step list ending in 0; default AudioCraft's 20-step list for "ddpm" and
+                `spaced_steps(10)` for "ddim" and "dpm++2m" (see `step_list`).
             generator: source of all random draws.
-            noise: instead of drawing, use these standard Gaussian draws
-                `[n_bands, len(steps) - 1, B, C, length]`: index 0 is each band's initial noise, index i
-                the noise added after iteration i - 1.
+            noise: instead of drawing, use these standard Gaussian draws `[n_bands, K, B, C, length]`: index
+                0 is each band's initial noise, index i the noise added after iteration i - 1
+                (K = len(steps) - 1 for "ddpm", K >= 1 otherwise).
             on_step: called with `(band, iteration, state)` after every sampler iteration.
+            options: sampler, precision, fusion, compilation and chunking; the default is the faithful path.
 
         Returns:
             audio `[B, C, length]`.
@@ -243,43 +176,87 @@ class MultiBandDiffusion(nn.Module):
         if latents.dim() != 3:
             raise ValueError(f"latents must be [B, D, T], got {tuple(latents.shape)}")
         length = latents.shape[-1] * self.hop_length if length is None else int(length)
-        shape = (latents.shape[0], self.config.bands[0].unet.channels, length)
         latents = latents.to(device=self.device, dtype=next(self.bands.parameters()).dtype)
-        out = torch.zeros(shape, device=self.device, dtype=latents.dtype)
-        for b, band in enumerate(self.bands):
-            band_steps = (
-                check_steps(steps, band.schedule.num_steps) if steps else default_steps(band.schedule.num_steps)
-            )
-            draw = self._noise_source(shape, band_steps, b, generator, noise, out)
-            x = ddpm_sample(
-                lambda x, t, band=band: band.unet(x, t, latents),
-                draw(),
-                band.schedule,
-                band_steps,
-                draw,
-                None if on_step is None else lambda i, x, b=b: on_step(b, i, x),
-            )
-            out += band.unproject(x)
-        return out
+        if options.chunk_seconds is None:
+            return self._generate(latents, length, steps, generator, noise, on_step, options)
+        if noise is not None:
+            raise ValueError("pass `generator`, not `noise`, with chunk_seconds")
+        frame_rate = self.sample_rate / self.hop_length
+        chunk = max(1, round(options.chunk_seconds * frame_rate))
+        overlap = min(round(options.overlap_seconds * frame_rate), chunk - 1)
 
-    def _noise_source(
+        def decode(span: torch.Tensor, samples: int) -> torch.Tensor:
+            return self._generate(span, samples, steps, generator, None, on_step, options)
+
+        return decode_in_chunks(decode, latents, self.hop_length, length, chunk, overlap)
+
+    def step_list(self, evaluations: int | None = None, sampler: Sampler = "ddpm") -> list[int]:
+        """The steps a sampler visits: AudioCraft's 20-step list for "ddpm" (also for 20 evaluations, or any
+        count dividing N evenly: every N/n-th step, then 0); otherwise `evaluations` (default 10) evenly
+        spaced steps."""
+        num_steps = self.config.bands[0].schedule.num_steps
+        if sampler == "ddpm" and (evaluations is None or num_steps % evaluations == 0):
+            return default_steps(num_steps, num_steps // (evaluations or 20))
+        return spaced_steps(evaluations or 10, num_steps)
+
+    def _generate(
         self,
-        shape: tuple[int, int, int],
-        steps: list[int],
-        band: int,
+        latents: torch.Tensor,
+        length: int,
+        steps: list[int] | None,
         generator: torch.Generator | None,
         noise: torch.Tensor | None,
-        like: torch.Tensor,
-    ) -> Callable[[], torch.Tensor]:
-        if noise is None:
-            # Draw in float32 on the generator's device (the output's device for the global generator).
-            device = like.device if generator is None else generator.device
-            return lambda: torch.randn(shape, generator=generator, device=device).to(like)
-        expected = (len(self.bands), len(steps) - 1, *shape)
-        if tuple(noise.shape) != expected:
-            raise ValueError(f"noise must be {list(expected)}, got {list(noise.shape)}")
-        draws = iter(noise[band].to(like))
-        return lambda: next(draws)
+        on_step: StepCallback | None,
+        options: InferenceOptions,
+    ) -> torch.Tensor:
+        """`generate` on one span: latents `[B, D, T]` to audio `[B, C, length]`."""
+        shape = (latents.shape[0], self.config.bands[0].unet.channels, length)
+        out = torch.zeros(shape, device=self.device, dtype=latents.dtype)
+        steps = check_steps(steps, self.config.bands[0].schedule.num_steps) if steps else None
+        steps = steps or self.step_list(None, options.sampler)
+        n_draws = len(steps) - 1 if options.sampler == "ddpm" else 1
+        n_bands = len(self.bands)
+        schedules = [band.schedule for band in self.bands]
+        if options.fused and len({band.config.unet for band in self.bands}) == 1:
+            draws = all_draws(shape, n_draws, n_bands, generator, noise, out)
+            network, fused_net = self.fused_network(options.dtype, options.compile)
+            callback = None if on_step is None else lambda i, x: self._unstacked_step(on_step, i, x)
+            x = sample_fused(network, fused_net, latents, schedules, steps, draws, options, callback)
+            for band, x_b in zip(self.bands, x):
+                out += band.unproject(x_b)
+            return out
+        autocast = torch.autocast(self.device.type, options.torch_dtype, enabled=options.dtype != "float32")
+        for b, band in enumerate(self.bands):
+
+            def denoise(x: torch.Tensor, t: int, band: Band = band) -> torch.Tensor:
+                with autocast:
+                    return band.unet(x, t, latents).float()
+
+            draw = band_draws(shape, n_draws, b, n_bands, generator, noise, out)
+            callback = None if on_step is None else lambda i, x, b=b: on_step(b, i, x)
+            out += band.unproject(sample(options.sampler, denoise, draw, band.schedule, steps, callback))
+        return out
+
+    def _unstacked_step(self, on_step: StepCallback, i: int, x: torch.Tensor) -> None:
+        for b, x_b in enumerate(unstack_bands(x, len(self.bands))):
+            on_step(b, i, x_b)
+
+    def fused_network(self, dtype: DType = "float32", compile: bool = False) -> tuple[nn.Module, FusedUNet]:
+        """The bands' U-Nets fused into one network (built once per device, dtype and weights version).
+
+        Returns:
+            `(network, fused)`: the network to call (compiled or not) and the `FusedUNet` it wraps.
+        """
+        params = list(self.bands.parameters())
+        key = (self.device, dtype, compile, tuple((id(p), p._version) for p in params))
+        cache = self.__dict__.setdefault("_fused_cache", {})
+        if key not in cache:
+            cache.clear()  # keep at most one extra copy of the weights
+            matmul = 4096 if self.device.type == "cpu" else None  # GEMM pays on CPU only (benchmarks/README.md)
+            fused_net = FusedUNet([band.unet for band in self.bands], matmul).to(DTYPES[dtype]).eval()
+            network = torch.compile(fused_net, dynamic=False) if compile else fused_net
+            cache[key] = (network, fused_net)
+        return cache[key]
 
     @property
     def hop_length(self) -> int:
@@ -305,14 +282,27 @@ class MultiBandDiffusion(nn.Module):
         steps: list[int] | None = None,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
+        options: InferenceOptions = FAITHFUL,
+        per_clip_eq: bool = False,
     ) -> torch.Tensor:
-        """Decode codec tokens `[B, K, T]` to audio `[B, C, T * hop]`, re-EQ'd against the codec's decode."""
+        """Decode codec tokens `[B, K, T]` to audio `[B, C, T * hop]`, re-EQ'd against the codec's decode.
+
+        The re-EQ runs once over the whole output, also when `options.chunk_seconds` decodes it in chunks.
+        Like AudioCraft it equalises the batch jointly (one gain per band for all clips); `per_clip_eq`
+        equalises each clip against its own reference instead, so that a clip's output does not depend on
+        the rest of the batch. The other arguments are those of `generate`.
+        """
         codec = self._require_codec()
         tokens = tokens.to(self.device)
         reference = codec.decode(tokens)
         latents = codec.latents(tokens)
-        wav = self.generate(latents, length=reference.shape[-1], steps=steps, generator=generator, noise=noise)
-        return self.re_eq(wav, reference.to(wav), n_bands)
+        wav = self.generate(
+            latents, length=reference.shape[-1], steps=steps, generator=generator, noise=noise, options=options
+        )
+        reference = reference.to(wav)
+        if per_clip_eq:
+            return torch.cat([self.re_eq(w[None], r[None], n_bands) for w, r in zip(wav, reference)])
+        return self.re_eq(wav, reference, n_bands)
 
     @torch.no_grad()
     def regenerate(
@@ -322,14 +312,18 @@ class MultiBandDiffusion(nn.Module):
         *,
         steps: list[int] | None = None,
         generator: torch.Generator | None = None,
+        options: InferenceOptions = FAITHFUL,
     ) -> torch.Tensor:
-        """Encode audio `[B, C, L]` with the codec and decode it again with MBD, at the input's rate."""
+        """Encode audio `[B, C, L]` with the codec and decode it again with MBD, at the input's rate.
+
+        As in AudioCraft there is no re-EQ here. The other arguments are those of `generate`.
+        """
         codec = self._require_codec()
         wav = wav.to(self.device)
         if sample_rate != self.sample_rate:
             wav = julius.resample_frac(wav, sample_rate, self.sample_rate)
         latents = codec.latents(codec.encode(wav))
-        out = self.generate(latents, length=wav.shape[-1], steps=steps, generator=generator)
+        out = self.generate(latents, length=wav.shape[-1], steps=steps, generator=generator, options=options)
         if sample_rate != self.sample_rate:
             out = julius.resample_frac(out, self.sample_rate, sample_rate)
         return out

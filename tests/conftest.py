@@ -78,3 +78,27 @@ def golden_available() -> bool:
 
 
 requires_golden = pytest.mark.skipif(not golden_available(), reason="../shared/golden is not present")
+
+
+def random_encodec_24khz(seed: int) -> nn.Module:
+    """EnCodec 24 kHz from the encodec package's own factory, with random (non-zero) codebooks."""
+    import warnings
+
+    from encodec import EncodecModel
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = EncodecModel.encodec_model_24khz(pretrained=False)
+    for layer in model.quantizer.vq.layers:  # k-means init leaves them at zero until training
+        layer._codebook.embed.normal_()
+        layer._codebook.inited.fill_(1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def encodec_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised EnCodec 24 kHz saved as a weights file, loaded like the real one."""
+    path = tmp_path_factory.mktemp("encodec") / "encodec_24khz-random.th"
+    torch.save(random_encodec_24khz(seed=0).state_dict(), path)
+    return path

@@ -7,6 +7,7 @@ import torch
 
 from mbd import MultiBandDiffusion, checkpoint
 from mbd.bands import band_splitter, split_bands
+from mbd.options import InferenceOptions
 from mbd.schedule import PowerSchedule, default_steps
 from tests.conftest import FakeCodec, Golden, record, requires_golden
 
@@ -149,3 +150,8 @@ def test_generate_custom_steps(golden: Golden, model: MultiBandDiffusion) -> Non
         golden["in.condition"], steps=golden.meta["custom_step_list"], generator=torch.Generator().manual_seed(seed)
     )
     record("gen.custom_steps.out", out, golden["gen.custom_steps.out"], ATOL)
+
+
+def test_fused_path_matches_golden(golden: Golden, model: MultiBandDiffusion) -> None:
+    out = model.tokens_to_wav(golden["in.codes"], noise=_stored_noise(golden), options=InferenceOptions(fused=True))
+    record("e2e.wav_out (fused)", out, golden["e2e.wav_out"], ATOL)

@@ -1,0 +1,7 @@
+"""`python -m mbd`: the `mbd` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""One-call decoding: `mbd.decode(tokens)` for scripts and TTS/music pipelines."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from .options import FAITHFUL, DType, InferenceOptions
+from .pipeline import MultiBandDiffusion
+from .sampler import Sampler
+from .tokens import validate_codes
+
+DEFAULT_MODEL = "encodec24k-3kbps"
+
+Audio = TypeVar("Audio", torch.Tensor, np.ndarray)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Args:
+    steps: sampler evaluations; None is AudioCraft's 20-step list for "ddpm", 10 for the others.
+    seed: seed of every random draw; None draws from torch's global generator.
+    inference: sampler, precision, fusion, compilation and chunking.
+    """
+
+    steps: int | None = None
+    seed: int | None = None
+    inference: InferenceOptions = FAITHFUL
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(model: str, device: str, codec_weights: str | None = None) -> MultiBandDiffusion:
+    """Load (once per process) a model by name or path, with its codec, on `device`."""
+    mbd = MultiBandDiffusion.from_pretrained(model, load_codec=codec_weights is None)
+    if codec_weights is not None:
+        from .codec import load_codec
+
+        mbd.codec = load_codec(mbd.config.codec.name, mbd.config.codec.n_q, weights=codec_weights)
+    return mbd.to(device).eval()
+
+
+def decode_codes(mbd: MultiBandDiffusion, codes: torch.Tensor, options: DecodeOptions) -> torch.Tensor:
+    """Decode validated codes `[B, K, T]` (one length) to audio `[B, C, T * hop]` on the model's device.
+
+    Each clip is re-EQ'd against its own codec decode, so a clip's result does not depend on the other
+    clips in the batch (AudioCraft's `tokens_to_wav` equalises a batch jointly).
+    """
+    generator = None if options.seed is None else torch.Generator(mbd.device).manual_seed(options.seed)
+    return mbd.tokens_to_wav(
+        codes.to(mbd.device),
+        steps=None if options.steps is None else mbd.step_list(options.steps, options.inference.sampler),
+        generator=generator,
+        options=options.inference,
+        per_clip_eq=True,
+    )
+
+
+def decode(
+    tokens: Audio | Sequence[Audio],
+    model: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    steps: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    sampler: Sampler = "ddpm",
+    dtype: DType = "float32",
+    codec_weights: str | os.PathLike | None = None,
+) -> tuple[Audio | list[Audio], int]:
+    """Decode codec tokens to audio with Multi-Band Diffusion.
+
+    Args:
+        tokens: integer codes as a tensor or numpy array, `[K, T]`, `[B, K, T]` or Hugging Face `EncodecModel`
+            `audio_codes` `[1, B, K, T]`; or a list of `[K, T_i]` clips of different lengths.
+        model: a pretrained name (see `mbd models`) or a checkpoint path.
+        steps: sampler steps (default: 20 for "ddpm", 10 for the fewer-step samplers).
+        seed: makes the output reproducible.
+        device: "cpu", "cuda", ...; default the GPU when there is one.
+        sampler: "ddpm" (AudioCraft's), "ddim" or "dpm++2m".
+        dtype: network precision, "float32", "bfloat16" or "float16".
+        codec_weights: a local codec weights file instead of the cached download.
+
+    Returns:
+        `(audio, sample_rate)`. Audio is the same kind as the input (tensor or numpy): `[1, L]` for `[K, T]`
+        input, `[B, 1, L]` for batched input, a list of `[1, L_i]` for a list.
+    """
+    mbd = load_model(str(model), device or default_device(), None if codec_weights is None else str(codec_weights))
+    inference = InferenceOptions(sampler=sampler, dtype=dtype, fused=mbd.device.type == "cuda")
+    options = DecodeOptions(steps=steps, seed=seed, inference=inference)
+    codec = mbd.codec
+    check = functools.partial(validate_codes, n_q=mbd.config.codec.n_q, cardinality=codec.cardinality)
+    if isinstance(tokens, (list, tuple)):
+        clips = [check(clip, name=f"tokens[{i}]") for i, clip in enumerate(tokens)]
+        outs: list[torch.Tensor | None] = [None] * len(clips)
+        by_length: dict[int, list[int]] = {}
+        for i, clip in enumerate(clips):
+            by_length.setdefault(clip.shape[-1], []).append(i)
+        for indices in by_length.values():  # one batch per distinct length
+            wav = decode_codes(mbd, torch.cat([clips[i] for i in indices]), options).cpu()
+            for j, i in enumerate(indices):
+                outs[i] = wav[j]
+        return [_like(out, clip_in) for out, clip_in in zip(outs, tokens)], mbd.sample_rate
+    codes = check(tokens, name="tokens")
+    wav = decode_codes(mbd, codes, options).cpu()
+    if tokens.ndim == 2:
+        wav = wav[0]
+    return _like(wav, tokens), mbd.sample_rate
+
+
+def _like(wav: torch.Tensor, reference: object) -> torch.Tensor | np.ndarray:
+    return wav.numpy() if isinstance(reference, np.ndarray) else wav

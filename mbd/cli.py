@@ -1,0 +1,294 @@
+"""The `mbd` command: decode, encode, regenerate, convert, info, models and train."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .api import DEFAULT_MODEL, DecodeOptions, decode_codes, default_device, load_model
+from .audio import AudioError, read_audio, write_audio
+from .batch import AUDIO_SUFFIXES, TOKEN_SUFFIXES, Item, Report, expand_inputs, output_path
+from .checkpoint import CheckpointError
+from .hub import DownloadError
+from .options import InferenceOptions
+from .tokens import TokenError, read_tokens, validate_codes, write_tokens
+
+OUTPUT_AUDIO = (".wav", ".flac")
+
+
+class CommandError(Exception):
+    """A whole command cannot run (not one file of a batch): one line, exit code 2."""
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"pretrained name or checkpoint path ({DEFAULT_MODEL})")
+    parser.add_argument("--codec-weights", help="local codec weights file instead of the cached download")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if present)")
+
+
+def _decode_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, help="sampler steps (default 20 for ddpm, 10 otherwise)")
+    parser.add_argument("--seed", type=int, help="seed for reproducible output")
+    parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpm++2m"], default="ddpm")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--fused", action="store_true", help="run the bands as one grouped network")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the fused network (implies --fused)")
+    parser.add_argument("--chunk-seconds", type=float, help="decode long audio in crossfaded chunks")
+
+
+def _outputs(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("-o", "--output", required=True, type=Path, help=f"output {what} file, or folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mbd", description="Multi-Band Diffusion: codec tokens to audio.")
+    parser.add_argument("--version", action="version", version=f"mbd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("decode", help="token files (.npy, .npz, .pt, .ecdc) to audio")
+    p.add_argument("inputs", nargs="+", help="files, folders (recursive) or globs")
+    _outputs(p, "audio")
+    p.add_argument("--format", choices=["wav", "flac"], default="wav", help="audio format for folder output")
+    p.add_argument("--batch-size", type=int, default=1, help="clips of equal length decoded together")
+    _model_options(p)
+    _decode_options(p)
+
+    p = sub.add_parser("regenerate", help="audio -> codec tokens -> MBD audio")
+    p.add_argument("inputs", nargs="+", help="audio files, folders or globs")
+    _outputs(p, "audio")
+    p.add_argument("--format", choices=["wav", "flac"], default="wav")
+    _model_options(p)
+    _decode_options(p)
+
+    p = sub.add_parser("encode", help="audio to EnCodec 24 kHz tokens (.npy or .ecdc)")
+    p.add_argument("inputs", nargs="+", help="audio files, folders or globs")
+    _outputs(p, "token")
+    p.add_argument("--format", choices=["npy", "ecdc"], default="npy")
+    p.add_argument("--bandwidth", type=float, default=3.0, help="kbps: 1.5, 3, 6, 12 or 24 (default 3)")
+    p.add_argument("--codec-weights", help="local EnCodec weights file instead of the cached download")
+
+    p = sub.add_parser("convert", help="AudioCraft .pt/.th checkpoint to our .safetensors format")
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("info", help="what a token file, checkpoint or audio file holds")
+    p.add_argument("files", nargs="+", type=Path)
+
+    sub.add_parser("models", help="pretrained models, their licences and whether they are cached")
+    sub.add_parser("train", help="train band models from a TOML recipe (see `mbd train --help`)", add_help=False)
+    return parser
+
+
+def _options(args: argparse.Namespace) -> DecodeOptions:
+    if args.steps is not None and args.steps < 1:
+        raise CommandError(f"--steps must be >= 1, got {args.steps}")
+    inference = InferenceOptions(
+        sampler=args.sampler,
+        fused=args.fused or args.compile,
+        dtype=args.dtype,
+        compile=args.compile,
+        chunk_seconds=args.chunk_seconds,
+    )
+    return DecodeOptions(steps=args.steps, seed=args.seed, inference=inference)
+
+
+def _audio_suffix(args: argparse.Namespace, single: bool) -> str:
+    if single and args.output.suffix.lower() in OUTPUT_AUDIO:
+        return args.output.suffix.lower()
+    return f".{args.format}"
+
+
+def _free(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists (use --overwrite to replace it)")
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    report = Report()
+    options = _options(args)
+    items = expand_inputs(args.inputs, TOKEN_SUFFIXES, report)
+    if not items:
+        return report.summary("decoded")
+    mbd = load_model(args.model, args.device or default_device(), args.codec_weights)
+    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
+    suffix = _audio_suffix(args, single)
+    ready: list[tuple[Item, torch.Tensor, list[Path]]] = []
+    for item in items:
+        try:
+            token_file = read_tokens(item.path)
+            codes = validate_codes(
+                token_file.codes, n_q=mbd.config.codec.n_q, cardinality=mbd.codec.cardinality, name=str(item.path)
+            )
+            if token_file.sample_rate is not None and token_file.sample_rate != mbd.sample_rate:
+                raise TokenError(
+                    f"{item.path}: tokens of a {token_file.sample_rate} Hz codec, but the model runs at "
+                    f"{mbd.sample_rate} Hz"
+                )
+            many = codes.shape[0] > 1
+            outs = [output_path(args.output, item, single, suffix, b if many else None) for b in range(len(codes))]
+            for out in outs:
+                _free(out, args.overwrite)
+            ready.append((item, codes, outs))
+        except (TokenError, FileExistsError) as err:
+            report.fail(str(err))
+    _decode_batches(mbd, ready, options, args, report)
+    return report.summary("decoded")
+
+
+def _decode_batches(mbd, ready, options: DecodeOptions, args: argparse.Namespace, report: Report) -> None:  # noqa: ANN001
+    from tqdm import tqdm
+
+    groups: dict[int, list[tuple[Item, torch.Tensor, list[Path]]]] = {}
+    for entry in ready:
+        groups.setdefault(entry[1].shape[-1], []).append(entry)
+    batches = []
+    for group in groups.values():
+        for start in range(0, len(group), max(1, args.batch_size)):
+            batches.append(group[start : start + max(1, args.batch_size)])
+    with tqdm(total=len(ready), unit="file", disable=None, file=sys.stderr) as progress:
+        for batch in batches:
+            wav = decode_codes(mbd, torch.cat([codes for _, codes, _ in batch]), options).cpu()
+            offset = 0
+            for item, _codes, outs in batch:
+                for out in outs:
+                    try:
+                        _write(out, wav[offset], mbd.sample_rate, args.overwrite, report)
+                    except (AudioError, FileExistsError) as err:
+                        report.fail(str(err))
+                    offset += 1
+                report.done.append(item.path)
+                progress.update(1)
+
+
+def _write(path: Path, wav: torch.Tensor, sample_rate: int, overwrite: bool, report: Report) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for note in write_audio(path, wav, sample_rate, overwrite=overwrite):
+        report.note(path, note)
+
+
+def cmd_regenerate(args: argparse.Namespace) -> int:
+    report = Report()
+    options = _options(args)
+    items = expand_inputs(args.inputs, AUDIO_SUFFIXES, report)
+    if not items:
+        return report.summary("regenerated")
+    mbd = load_model(args.model, args.device or default_device(), args.codec_weights)
+    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
+    suffix = _audio_suffix(args, single)
+    generator = None if options.seed is None else torch.Generator(mbd.device).manual_seed(options.seed)
+    for item in items:
+        out = output_path(args.output, item, single, suffix)
+        try:
+            _free(out, args.overwrite)
+            wav, notes = read_audio(item.path, mbd.sample_rate)
+            for note in notes:
+                report.note(item.path, note)
+            if wav.shape[-1] < mbd.hop_length * 2:
+                raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least 2 codec frames")
+            steps = None if options.steps is None else mbd.step_list(options.steps, options.inference.sampler)
+            result = mbd.regenerate(
+                wav[None], mbd.sample_rate, steps=steps, generator=generator, options=options.inference
+            )
+            _write(out, result[0].cpu(), mbd.sample_rate, args.overwrite, report)
+            report.done.append(item.path)
+        except (AudioError, FileExistsError) as err:
+            report.fail(str(err))
+    return report.summary("regenerated")
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from .codec import bandwidth_to_n_q, load_codec
+
+    report = Report()
+    try:
+        n_q = bandwidth_to_n_q(args.bandwidth)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    items = expand_inputs(args.inputs, AUDIO_SUFFIXES, report)
+    if not items:
+        return report.summary("encoded")
+    codec = load_codec("encodec_24khz", n_q, weights=args.codec_weights)
+    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
+    suffix = args.output.suffix.lower() if single and args.output.suffix.lower() in (".npy", ".ecdc") else None
+    for item in items:
+        out = output_path(args.output, item, single, suffix or f".{args.format}")
+        try:
+            _free(out, args.overwrite)
+            wav, notes = read_audio(item.path, codec.sample_rate)
+            for note in notes:
+                report.note(item.path, note)
+            codes = codec.encode(wav[None])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_tokens(out, codes, overwrite=args.overwrite, audio_length=wav.shape[-1])
+            report.done.append(item.path)
+        except (AudioError, FileExistsError, TokenError) as err:
+            report.fail(str(err))
+    return report.summary("encoded")
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import convert
+
+    if args.output.exists() and not args.overwrite:
+        raise CommandError(f"{args.output}: already exists (use --overwrite to replace it)")
+    convert(args.input, args.output)
+    print(f"mbd: wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .describe import describe
+
+    report = Report()
+    for path in args.files:
+        try:
+            print(describe(path))
+        except (TokenError, CheckpointError, AudioError, ValueError) as err:
+            report.fail(str(err))
+    return 2 if report.failed else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import hub
+
+    print(f"{'name':22s} {'codec':15s} {'n_q':>3s} {'rate':>6s}  {'cached':6s}  licence")
+    for entry in hub.list_models():
+        cached = "yes" if entry.is_cached else "no"
+        print(f"{entry.name:22s} {entry.codec:15s} {entry.n_q:3d} {entry.sample_rate:6d}  {cached:6s}  {entry.license}")
+    print(f"cache: {hub.cache_dir()}  (set MBD_CACHE to move it, MBD_OFFLINE=1 to never download)")
+    print("The AudioCraft MBD weights are CC-BY-NC 4.0: non-commercial use only.")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "decode": cmd_decode,
+    "regenerate": cmd_regenerate,
+    "encode": cmd_encode,
+    "convert": cmd_convert,
+    "info": cmd_info,
+    "models": cmd_models,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from .train.cli import main as train_main  # training code loads only for this command
+
+        return train_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CommandError, CheckpointError, DownloadError, FileExistsError, ValueError) as err:
+        print(f"mbd: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mbd: interrupted", file=sys.stderr)
+        return 130

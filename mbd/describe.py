@@ -1,0 +1,58 @@
+"""`mbd info`: a short description of a token file, checkpoint or audio file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import soundfile
+
+from . import checkpoint
+from .audio import AudioError
+from .batch import TOKEN_SUFFIXES
+from .tokens import read_tokens
+
+CHECKPOINT_SUFFIXES = (".pt", ".th", ".safetensors")
+
+
+def describe(path: Path) -> str:
+    """Describe `path` in a few lines; raises a ValueError subclass naming the file when it cannot."""
+    suffix = path.suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES and not (suffix == ".pt" and _is_token_tensor(path)):
+        return _describe_checkpoint(path)
+    if suffix in TOKEN_SUFFIXES:
+        tokens = read_tokens(path)
+        batch, n_q, frames = tokens.codes.shape
+        lines = [
+            f"{path}: tokens [B={batch}, K={n_q}, T={frames}] from {tokens.source}",
+            f"  code range {int(tokens.codes.min())}..{int(tokens.codes.max())}",
+        ]
+        if tokens.sample_rate:
+            lines.append(f"  codec sample rate {tokens.sample_rate} Hz, {frames * 320 / tokens.sample_rate:.2f} s")
+        return "\n".join(lines)
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, OSError) as err:
+        raise AudioError(f"{path}: not a token file, checkpoint or readable audio file ({err})") from None
+    return f"{path}: audio, {info.samplerate} Hz, {info.channels} channel(s), {info.duration:.2f} s, {info.subtype}"
+
+
+def _is_token_tensor(path: Path) -> bool:
+    try:
+        checkpoint.load(path)
+    except checkpoint.CheckpointError:
+        return True
+    return False
+
+
+def _describe_checkpoint(path: Path) -> str:
+    config, tensors = checkpoint.load(path)
+    params = sum(t.numel() for name, t in tensors.items() if ".unet." in name)
+    lines = [
+        f"{path}: MBD checkpoint, {len(config['bands'])} band(s), {config['sample_rate']} Hz, "
+        f"codec {config['codec']['name']} with {config['codec']['n_q']} codebooks, {params:,} U-Net parameters"
+    ]
+    for i, band in enumerate(config["bands"]):
+        unet, processor = band["unet"], band["processor"]
+        eq = "no EQ processor" if processor is None else f"EQ processor (power_std {processor['power_std']})"
+        lines.append(f"  band {i}: U-Net hidden {unet['hidden']}, depth {unet['depth']}, {eq}")
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""End-to-end CLI runs in a temp dir: encode -> decode for every token format, folders, bad inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from mbd import checkpoint
+from mbd.cli import main
+from tests.conftest import GOLDEN, requires_golden
+
+pytestmark = requires_golden
+SR = 24000
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "nq4.safetensors"
+    checkpoint.convert(GOLDEN / "mbd_comp_4_reduced.pt", path)
+    return path
+
+
+@pytest.fixture
+def run(model_path: Path, encodec_weights: Path, capsys):
+    """Run `mbd ...` in-process with the golden model and the random EnCodec; returns (code, stderr)."""
+
+    def invoke(*args: str, model: bool = True) -> tuple[int, str]:
+        extra = ["--model", str(model_path)] if model else []
+        extra += ["--codec-weights", str(encodec_weights), "--steps", "4", "--seed", "0"]
+        if args[0] == "encode":
+            extra = ["--codec-weights", str(encodec_weights)]
+        code = main([*args, *extra])
+        return code, capsys.readouterr().err
+
+    return invoke
+
+
+def _tone(path: Path, seconds: float = 0.3, sr: int = SR, channels: int = 1) -> Path:
+    t = np.arange(int(seconds * sr)) / sr
+    wav = 0.3 * np.sin(2 * np.pi * 220 * t)[:, None].repeat(channels, axis=1)
+    soundfile.write(path, wav, sr)
+    return path
+
+
+@pytest.fixture
+def codes(tmp_path: Path, run) -> np.ndarray:
+    code, err = run("encode", str(_tone(tmp_path / "tone.wav")), "-o", str(tmp_path / "tone.npy"))
+    assert code == 0, err
+    return np.load(tmp_path / "tone.npy")
+
+
+def _check_wav(path: Path, frames: int) -> None:
+    data, sr = soundfile.read(path)
+    assert sr == SR and data.shape == (frames * 320,)
+    assert np.isfinite(data).all() and np.abs(data).max() > 0
+
+
+def test_encode_then_decode_every_format(tmp_path: Path, run, codes: np.ndarray) -> None:
+    assert codes.shape[:2] == (1, 4) and codes.dtype == np.int64
+    frames = codes.shape[-1]
+    np.savez(tmp_path / "c.npz", codes=codes[0])
+    torch.save({"codes": torch.from_numpy(codes)}, tmp_path / "c.pt")
+    code, err = run("encode", str(tmp_path / "tone.wav"), "-o", str(tmp_path / "c.ecdc"))
+    assert code == 0, err
+    for name in ("tone.npy", "c.npz", "c.pt", "c.ecdc"):
+        out = tmp_path / f"{name}.wav"
+        code, err = run("decode", str(tmp_path / name), "-o", str(out))
+        assert code == 0, err
+        _check_wav(out, frames)
+    # the same seed gives the same audio
+    code, _ = run("decode", str(tmp_path / "tone.npy"), "-o", str(tmp_path / "again.wav"))
+    assert code == 0
+    assert np.array_equal(soundfile.read(tmp_path / "again.wav")[0], soundfile.read(tmp_path / "tone.npy.wav")[0])
+
+
+def test_folder_and_glob_inputs(tmp_path: Path, run, codes: np.ndarray) -> None:
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    np.save(tmp_path / "in" / "a.npy", codes)
+    np.save(tmp_path / "in" / "sub" / "b.npy", codes[0])
+    code, err = run("decode", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--format", "flac")
+    assert code == 0, err
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.flac")) == [
+        "a.flac",
+        "sub/b.flac",
+    ]
+    code, err = run("decode", str(tmp_path / "in" / "**" / "*.npy"), "-o", str(tmp_path / "globbed"))
+    assert code == 0, err
+    assert len(list((tmp_path / "globbed").glob("*.wav"))) == 2
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, run, codes: np.ndarray) -> None:
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"keep me")
+    code, err = run("decode", str(tmp_path / "tone.npy"), "-o", str(out))
+    assert code == 2 and "already exists" in err and out.read_bytes() == b"keep me"
+    code, err = run("decode", str(tmp_path / "tone.npy"), "-o", str(out), "--overwrite")
+    assert code == 0, err
+    _check_wav(out, codes.shape[-1])
+
+
+def _bad_token_files(folder: Path, codes: np.ndarray) -> dict[str, str]:
+    """file name -> expected message fragment."""
+    np.save(folder / "eight.npy", np.zeros((8, 20), dtype=np.int64))
+    np.save(folder / "range.npy", np.full((4, 20), 5000, dtype=np.int64))
+    np.save(folder / "float.npy", codes.astype(np.float32))
+    np.save(folder / "negative.npy", -np.ones((4, 20), dtype=np.int64))
+    np.save(folder / "empty.npy", np.zeros((4, 0), dtype=np.int64))
+    np.save(folder / "oneframe.npy", np.zeros((4, 1), dtype=np.int64))
+    nan = codes.astype(np.float64)
+    nan[0, 0, 0] = np.nan
+    np.save(folder / "nan.npy", nan)
+    (folder / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    (folder / "unknown.xyz").write_bytes(b"hello")
+    return {
+        "eight.npy": "8 codebooks",
+        "range.npy": "< 1024",
+        "float.npy": "integers",
+        "negative.npy": ">= 0",
+        "empty.npy": "empty",
+        "oneframe.npy": "frame",
+        "nan.npy": "NaN",
+        "corrupt.npz": "corrupt.npz",
+        "unknown.xyz": "unknown token file type",
+    }
+
+
+def test_bad_token_inputs(tmp_path: Path, run, codes: np.ndarray) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    expected = _bad_token_files(bad, codes)
+    out = tmp_path / "out"
+    for name, fragment in expected.items():
+        code, err = run("decode", str(bad / name), "-o", str(out / "x.wav"))
+        assert code == 2, name
+        assert name in err and fragment in err, err
+        assert "Traceback" not in err
+        assert not out.exists() or not list(out.iterdir()), name
+    # truncated .ecdc
+    assert run("encode", str(tmp_path / "tone.wav"), "-o", str(tmp_path / "t.ecdc"))[0] == 0
+    data = (tmp_path / "t.ecdc").read_bytes()
+    (bad / "cut.ecdc").write_bytes(data[: len(data) // 2])
+    code, err = run("decode", str(bad / "cut.ecdc"), "-o", str(out / "cut.wav"))
+    assert code == 2 and "cut.ecdc" in err and not (out / "cut.wav").exists()
+
+
+def test_batch_keeps_good_files_and_lists_failures(tmp_path: Path, run, codes: np.ndarray) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    np.save(folder / "good.npy", codes)
+    np.save(folder / "bad.npy", np.full((4, 20), 9999, dtype=np.int64))
+    code, err = run("decode", str(folder), "-o", str(tmp_path / "out"))
+    assert code == 2
+    assert (tmp_path / "out" / "good.wav").is_file() and not (tmp_path / "out" / "bad.wav").exists()
+    assert "1 failed" in err and "bad.npy" in err.split("failed:")[-1]
+    assert not [p for p in (tmp_path / "out").iterdir() if p.suffix != ".wav"]  # no temp files left
+
+
+def test_encode_bad_audio_and_notes(tmp_path: Path, run) -> None:
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    code, err = run("encode", str(tmp_path / "broken.wav"), "-o", str(tmp_path / "broken.npy"))
+    assert code == 2 and "broken.wav" in err and not (tmp_path / "broken.npy").exists()
+    stereo = _tone(tmp_path / "stereo.wav", sr=16000, channels=2)
+    code, err = run("encode", str(stereo), "-o", str(tmp_path / "stereo.npy"))
+    assert code == 0, err
+    assert "downmixed 2 channels" in err and "resampled 16000 Hz -> 24000 Hz" in err
+    assert np.load(tmp_path / "stereo.npy").shape[1] == 4
+
+
+def test_regenerate(tmp_path: Path, run) -> None:
+    audio = _tone(tmp_path / "voice.wav", seconds=0.4)
+    code, err = run("regenerate", str(audio), "-o", str(tmp_path / "voice_mbd.wav"))
+    assert code == 0, err
+    data, sr = soundfile.read(tmp_path / "voice_mbd.wav")
+    assert sr == SR and data.shape == (int(0.4 * SR),) and np.isfinite(data).all()
+
+
+def test_convert_info_models(tmp_path: Path, capsys, codes: np.ndarray) -> None:
+    out = tmp_path / "m.safetensors"
+    assert main(["convert", str(GOLDEN / "mbd_comp_2_reduced.pt"), str(out)]) == 0
+    assert main(["convert", str(GOLDEN / "mbd_comp_2_reduced.pt"), str(out)]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+    assert main(["info", str(out), str(tmp_path / "tone.npy")]) == 0
+    text = capsys.readouterr().out
+    assert "4 band(s)" in text and "encodec_24khz with 2 codebooks" in text and "K=4" in text
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "encodec24k-3kbps" in text and "CC-BY-NC" in text
+    assert main(["info", str(tmp_path / "nothing.bin")]) == 2
+
+
+def test_missing_model_is_one_clear_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("MBD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MBD_OFFLINE", "1")
+    np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))
+    assert main(["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav")]) == 2
+    err = capsys.readouterr().err
+    assert "mbd_comp_4.pt" in err and "huggingface.co" in err and "Traceback" not in err
+    assert not (tmp_path / "c.wav").exists()
+
+
+def test_python_dash_m_help() -> None:
+    result = subprocess.run([sys.executable, "-m", "mbd", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "decode" in result.stdout and "regenerate" in result.stdout

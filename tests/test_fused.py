@@ -1,0 +1,145 @@
+"""The fused band network computes the same function as the band-by-band path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mbd.config import BandConfig, CodecConfig, MBDConfig
+from mbd.fused import FusedUNet, stack_bands, unstack_bands
+from mbd.options import InferenceOptions
+from mbd.pipeline import MultiBandDiffusion
+from mbd.processor import ProcessorConfig
+from mbd.schedule import PowerSchedule
+from mbd.unet import DiffusionUNet, UNetConfig
+
+FUSED = InferenceOptions(fused=True)
+
+UNET = UNetConfig(hidden=8, depth=3, res_blocks=2, norm_groups=2, kernel=4, stride=2, growth=2.0, codec_dim=16)
+HOP = 32
+
+
+def tiny_mbd(schedules: list[PowerSchedule] | None = None, unets: list[UNetConfig] | None = None) -> MultiBandDiffusion:
+    """Three bands, the middle one without a processor, random weights large enough to matter."""
+    schedules = schedules or [PowerSchedule()] * 3
+    unets = unets or [UNET] * 3
+    bands = tuple(
+        BandConfig(u, s, None if b == 1 else ProcessorConfig(n_bands=4, power_std=0.7))
+        for b, (u, s) in enumerate(zip(unets, schedules))
+    )
+    model = MultiBandDiffusion(MBDConfig(16000, CodecConfig("test", 2), bands))
+    gen = torch.Generator().manual_seed(0)
+    for name, p in model.bands.named_parameters():
+        p.data = torch.randn(p.shape, generator=gen) * (0.3 if "weight" in name else 0.1)
+    for band in model.bands:
+        if band.processor is not None:
+            band.processor.counts.fill_(10.0)
+            band.processor.sum_x.copy_(torch.rand(4, generator=gen) * 0.1)
+            band.processor.sum_x2.copy_(1 + torch.rand(4, generator=gen) * 10)
+            band.processor.sum_target_x2.copy_(1 + torch.rand(4, generator=gen) * 10)
+    return model.eval()
+
+
+def latents(frames: int = 10, batch: int = 2) -> torch.Tensor:
+    return torch.randn(batch, 16, frames, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("matmul", [None, 0])
+def test_forward_matches_per_band(matmul: int | None) -> None:
+    model = tiny_mbd()
+    unets = [band.unet for band in model.bands]
+    fused = FusedUNet(unets, matmul_min_size=matmul).eval()
+    x = torch.randn(3, 2, 1, 333)  # [n_bands, B, C, L], L not a multiple of the stride
+    c, steps = latents(), torch.tensor([3, 500, 999])
+    with torch.no_grad():
+        want = torch.stack([u(x[b], int(steps[b]), c) for b, u in enumerate(unets)])
+        got = fused(stack_bands(x), fused.step_embeddings(steps), fused.condition_embedding(c, 333))
+    assert want.abs().max() > 0.1
+    torch.testing.assert_close(unstack_bands(got, 3), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++2m"])
+def test_generate_matches_per_band(sampler: str) -> None:
+    # Different schedules per band: the fused sampler applies each band's own coefficients and clip.
+    schedules = [PowerSchedule(), PowerSchedule(beta_t1=0.02, clip=3.0), PowerSchedule(beta_exp=5.0, noise_scale=0.9)]
+    model = tiny_mbd(schedules)
+    steps = [999, 700, 300, 100, 0]
+    runs = {
+        fused: model.generate(
+            latents(),
+            length=10 * HOP,
+            steps=steps,
+            options=InferenceOptions(sampler=sampler, fused=fused),
+            generator=torch.Generator().manual_seed(7),
+        )
+        for fused in (False, True)
+    }
+    assert runs[False].abs().max() > 0.1
+    torch.testing.assert_close(runs[True], runs[False], atol=1e-5, rtol=0)
+
+
+def test_generate_with_stored_noise_and_callbacks() -> None:
+    model = tiny_mbd()
+    steps = [999, 500, 0]
+    noise = torch.randn(3, 2, 2, 1, 8 * HOP)
+    states: dict[bool, dict[tuple[int, int], torch.Tensor]] = {False: {}, True: {}}
+    outs = {
+        f: model.generate(
+            latents(8),
+            length=8 * HOP,
+            steps=steps,
+            noise=noise,
+            options=InferenceOptions(fused=f),
+            on_step=lambda b, i, x, f=f: states[f].__setitem__((b, i), x.clone()),
+        )
+        for f in (False, True)
+    }
+    torch.testing.assert_close(outs[True], outs[False], atol=1e-5, rtol=0)
+    assert states[True].keys() == states[False].keys() == {(b, i) for b in range(3) for i in range(2)}
+    for key, x in states[False].items():
+        torch.testing.assert_close(states[True][key], x, atol=1e-5, rtol=0)
+
+
+def test_bfloat16_close_in_relative_l2() -> None:
+    model = tiny_mbd()
+    kwargs = dict(length=10 * HOP, steps=[999, 500, 200, 0], noise=torch.randn(3, 3, 2, 1, 10 * HOP))
+    ref = model.generate(latents(), **kwargs)
+    for fused in (False, True):
+        out = model.generate(latents(), options=InferenceOptions(dtype="bfloat16", fused=fused), **kwargs)
+        assert out.dtype == torch.float32
+        rel = ((out - ref).norm() / ref.norm()).item()
+        assert 0 < rel < 5e-2, rel  # bf16 has an 8-bit mantissa: ~1e-2 relative error
+
+
+def test_fused_falls_back_when_configs_differ() -> None:
+    other = UNetConfig(hidden=4, depth=3, res_blocks=1, norm_groups=2, kernel=4, stride=2, growth=2.0, codec_dim=16)
+    model = tiny_mbd(unets=[UNET, other, UNET])
+    with pytest.raises(ValueError):
+        FusedUNet([band.unet for band in model.bands])
+    kwargs = dict(length=8 * HOP, steps=[999, 0], generator=None, noise=torch.randn(3, 1, 2, 1, 8 * HOP))
+    fused = model.generate(latents(8), options=FUSED, **kwargs)
+    torch.testing.assert_close(fused, model.generate(latents(8), **kwargs))
+
+
+def test_fused_cache_follows_weight_updates() -> None:
+    model = tiny_mbd()
+    kwargs = dict(length=8 * HOP, steps=[999, 0], noise=torch.randn(3, 1, 2, 1, 8 * HOP), options=FUSED)
+    before = model.generate(latents(8), **kwargs)
+    with torch.no_grad():
+        model.bands[0].unet.decoders[-1].convtr.weight.mul_(2.0)
+    after = model.generate(latents(8), **kwargs)
+    assert not torch.allclose(before, after)
+    per_band = model.generate(latents(8), **{**kwargs, "options": InferenceOptions()})
+    torch.testing.assert_close(after, per_band, atol=1e-5, rtol=0)
+
+
+def test_compile_requires_fused() -> None:
+    with pytest.raises(ValueError, match="fused"):
+        InferenceOptions(compile=True)
+
+
+def test_unet_single_forward_shapes_guard() -> None:
+    unets = [DiffusionUNet(UNET) for _ in range(2)]
+    fused = FusedUNet(unets)
+    with pytest.raises(ValueError, match="bottleneck"):
+        fused.condition_embedding(torch.randn(1, 16, 100), 64)
