@@ -1,0 +1,83 @@
+"""Conditioning latents for training: the codec latent of the full-band clip (spec §f, "Condition").
+
+By default every crop is encoded on the fly, as AudioCraft does. With a cache folder, each file is encoded
+once as a whole and its latent stored on disk; a crop then takes the latent frames under it (crop starts
+are aligned to the codec hop). That is much faster; the frames near a crop's edges then see the audio
+around the crop, as they do at inference on long clips, so they differ slightly from on-the-fly latents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..codec import Codec
+from .data import AudioFile, Crop, read_clip
+
+
+class Conditioner:
+    """Computes `[B, D, T]` latents for a batch of crops.
+
+    Args:
+        codec: the conditioning codec (on the training device).
+        cache_dir: folder for whole-file latents; None computes them per crop.
+        sample_rate: training sample rate (must equal the codec's).
+        length: crop length in samples.
+        tag: identifies the codec and its weights in cache keys.
+    """
+
+    def __init__(self, codec: Codec, cache_dir: str | None, sample_rate: int, length: int, tag: str) -> None:
+        if int(codec.sample_rate) != sample_rate:
+            raise ValueError(f"data.sample_rate {sample_rate} differs from the codec's {codec.sample_rate} Hz")
+        self.codec, self.sample_rate, self.length, self.tag = codec, sample_rate, length, tag
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.frames = -(-length // int(codec.hop_length))  # latent frames of one crop
+        self._memory: dict[str, torch.Tensor] = {}
+        self.device = torch.device("cpu")
+
+    @property
+    def align(self) -> int:
+        """Crop starts must be multiples of this."""
+        return int(self.codec.hop_length) if self.cache_dir is not None else 1
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """Latent of full-band audio `[B, 1, L]` -> `[B, D, ceil(L / hop)]`."""
+        return self.codec.latents(self.codec.encode(wav))
+
+    def __call__(self, wav: torch.Tensor, crops: list[Crop], files: list[AudioFile]) -> torch.Tensor:
+        """Latents of the crops `wav` `[B, 1, L]` (cut from `files` at `crops`), `[B, D, frames]`."""
+        if self.cache_dir is None:
+            return self.encode(wav)
+        hop = int(self.codec.hop_length)
+        rows = [self._file_latent(files[c.file])[:, c.start // hop : c.start // hop + self.frames] for c in crops]
+        return torch.stack(rows).to(wav.device)
+
+    def _file_latent(self, file: AudioFile) -> torch.Tensor:
+        """Whole-file latent `[D, T]`, from memory, the disk cache, or the codec."""
+        key = self._key(file)
+        if key in self._memory:
+            return self._memory[key]
+        assert self.cache_dir is not None
+        path = self.cache_dir / f"{key}.safetensors"
+        if path.is_file():
+            latent = load_file(str(path))["latent"]
+        else:
+            length = max(file.length_at(self.sample_rate), self.length)
+            wav = read_clip(file, 0, length, self.sample_rate)[None, None]  # [1, 1, L]
+            latent = self.encode(wav.to(self.device))[0].float().cpu()
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            save_file({"latent": latent.contiguous()}, str(tmp))
+            os.replace(tmp, path)
+        self._memory[key] = latent
+        return latent
+
+    def _key(self, file: AudioFile) -> str:
+        stat = os.stat(file.path)
+        ident = f"{file.path}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}|{self.length}|{self.tag}"
+        return hashlib.sha1(ident.encode()).hexdigest()

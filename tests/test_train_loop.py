@@ -1,0 +1,175 @@
+"""The training loop on a tiny U-Net and a random EnCodec: loss, resume, processor fitting, DDP, loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mbd import MultiBandDiffusion, checkpoint
+from mbd.bands import split_bands
+from mbd.codec import load_codec
+from mbd.processor import BandProcessor
+from mbd.train import load_recipe, train_band
+from mbd.train.config import TrainConfig
+from mbd.train.data import CropSampler, scan, split_files
+from mbd.train.logs import read_csv
+from mbd.train.trainer import step_generator
+from tests.test_train import REPO, make_run
+
+BAND = 2  # has the EQ processor
+
+
+def with_steps(config: TrainConfig, steps: int) -> TrainConfig:
+    return dataclasses.replace(config, optim=dataclasses.replace(config.optim, steps=steps))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, TrainConfig, Path]:
+    """One uninterrupted 20-step run of band 2: `(folder, config, out_dir)`."""
+    tmp = tmp_path_factory.mktemp("train")
+    with pytest.warns(UserWarning, match="broken.wav"):
+        config = load_recipe(make_run(tmp))
+        train_band(config, BAND, tmp / "straight", device="cpu")
+    return tmp, config, tmp / "straight"
+
+
+def losses(out: Path) -> list[float]:
+    return [float(r["loss"]) for r in read_csv(out / f"band{BAND}" / "train.csv")]
+
+
+def test_loss_falls(run) -> None:
+    _, _, out = run
+    curve = losses(out)
+    assert len(curve) == 20
+    assert sum(curve[-5:]) / 5 < 0.8 * sum(curve[:5]) / 5, curve
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2], ids=["plain", "dropout"])
+def test_resume_is_bit_identical(run, dropout: float) -> None:
+    tmp, config, straight = run
+    if dropout:  # dropout draws from torch's global RNG, which the state must restore too
+        config = dataclasses.replace(config, unet=dataclasses.replace(config.unet, dropout=dropout))
+        straight = tmp / "straight_dropout"
+        with pytest.warns(UserWarning):
+            train_band(config, BAND, straight, device="cpu")
+    out = tmp / f"interrupted_{dropout}"
+    with pytest.warns(UserWarning):
+        train_band(with_steps(config, 10), BAND, out, device="cpu")
+        with pytest.raises(ValueError, match="pass --resume"):
+            train_band(config, BAND, out, device="cpu")
+        torch.manual_seed(1234)  # a different global RNG state in this process must not matter
+        result = train_band(config, BAND, out, resume=True, device="cpu")
+    assert result.step == 20 and len(result.losses) == 10
+    assert losses(out) == losses(straight)
+    _, a = checkpoint.read_ours(straight / f"band{BAND}" / "state.safetensors")
+    _, b = checkpoint.read_ours(out / f"band{BAND}" / "state.safetensors")
+    assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert different == []
+
+
+def test_resume_refuses_another_recipe(run) -> None:
+    tmp, config, _ = run
+    out = tmp / "other"
+    with pytest.warns(UserWarning):
+        train_band(with_steps(config, 2), BAND, out, device="cpu")
+        changed = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=1e-4))
+        with pytest.raises(ValueError, match=r"differs: \['optim.lr'\]"):
+            train_band(changed, BAND, out, resume=True, device="cpu")
+
+
+def test_processor_fitted_on_first_band_passed_examples(run) -> None:
+    _, config, out = run
+    _, tensors = checkpoint.read_ours(out / f"band{BAND}" / f"band{BAND}.safetensors")
+    assert tensors["bands.0.processor.counts"].item() == 8  # num_samples 8 = the first 2 batches of 4
+    with pytest.warns(UserWarning):
+        files, _ = scan(config.data.paths)
+    train_files, _ = split_files(files, None, config.data.valid_clips, config.seed)
+    sampler = CropSampler(train_files, 24_000, 2400)
+    expected = BandProcessor(config.processor_config(BAND), 24_000)
+    for step in range(2):
+        g = step_generator(config.seed, BAND, step)
+        wav = sampler.load(sampler.draw(4, g))
+        expected.update(split_bands(wav, 24_000, 4)[BAND], generator=step_generator(config.seed, BAND, step))
+    for name in ("sum_x", "sum_x2", "sum_target_x2"):
+        torch.testing.assert_close(tensors[f"bands.0.processor.{name}"], getattr(expected, name))
+
+
+def test_checkpoint_loads_and_generates(run) -> None:
+    tmp, config, out = run
+    codec = load_codec("encodec_24khz", n_q=2, weights=tmp / "encodec.th")
+    model = MultiBandDiffusion.from_pretrained(out / f"band{BAND}" / f"band{BAND}.safetensors", codec=codec)
+    _, tensors = checkpoint.read_ours(out / f"band{BAND}" / "state.safetensors")
+    # the inference file holds the EMA weights, not the raw ones
+    assert torch.equal(model.bands[0].unet.embedding.weight, tensors["ema.embedding.weight"])
+    assert not torch.equal(tensors["ema.embedding.weight"], tensors["model.embedding.weight"])
+    wav = torch.randn(1, 1, 4800) * 0.1
+    regen = model.regenerate(wav, 24_000, steps=[999, 500, 0], generator=torch.Generator().manual_seed(0))
+    assert regen.shape == wav.shape and torch.isfinite(regen).all()
+    valid = read_csv(out / f"band{BAND}" / "valid.csv")
+    assert [r["step"] for r in valid] == ["20"] and all(r[k] for r in valid for k in ("mel", "stft", "si_sdr"))
+
+
+def test_two_process_gloo_matches_single_process(run) -> None:
+    tmp, config, straight = run
+    out = tmp / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "mbd.train", str(tmp / "recipe.toml"), "--band", str(BAND), "--steps", "6",
+        "--out", str(out), "--device", "cpu",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp, single = losses(out), losses(straight)[:6]
+    assert len(ddp) == 6
+    torch.testing.assert_close(torch.tensor(ddp), torch.tensor(single), rtol=1e-3, atol=1e-5)
+    _, a = checkpoint.read_ours(out / f"band{BAND}" / "state.safetensors")
+    assert a["optim.0.step"].item() == 6
+
+
+DEV = REPO.parent / "shared" / "data" / "dev"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEV.is_dir(), reason="../shared/data/dev is not present")
+def test_tiny_recipe_on_dev_data_loss_falls(tmp_path: Path) -> None:
+    """The measured run: recipes/tiny.toml, band 2, 300 steps on the dev set (a few minutes on 2 cores)."""
+    import warnings
+
+    import encodec
+
+    weights = tmp_path / "encodec.th"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        torch.save(encodec.EncodecModel.encodec_model_24khz(pretrained=False).state_dict(), weights)
+    config = load_recipe(REPO / "recipes" / "tiny.toml")
+    config = dataclasses.replace(config, codec=dataclasses.replace(config.codec, weights=str(weights)))
+    result = train_band(config, BAND, tmp_path / "run", device="cpu")
+    first, last = sum(result.losses[:20]) / 20, sum(result.losses[-20:]) / 20
+    assert result.step == 300 and last < 0.5 * first, (first, last)
+    model = MultiBandDiffusion.from_pretrained(result.model_path, load_codec=False)
+    wav = model.generate(torch.randn(1, 128, 75), steps=[999, 499, 0], generator=torch.Generator().manual_seed(0))
+    assert wav.shape == (1, 1, 24_000) and torch.isfinite(wav).all()
+
+
+def test_latent_cache(run) -> None:
+    tmp, config, _ = run
+    cache = tmp / "latents"
+    config = with_steps(dataclasses.replace(config, codec=dataclasses.replace(config.codec, cache_dir=str(cache))), 3)
+    with pytest.warns(UserWarning):
+        result = train_band(config, 0, tmp / "cached", device="cpu")
+    stored = sorted(cache.glob("*.safetensors"))
+    assert result.step == 3 and len(stored) >= 1 and all(math.isfinite(x) for x in result.losses)
+    from safetensors.torch import load_file
+
+    latent = load_file(str(stored[0]))["latent"]
+    assert latent.shape[0] == 128 and latent.shape[1] == 45  # a whole 0.6 s file: ceil(14400 / 320) frames
