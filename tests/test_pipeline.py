@@ -1,0 +1,82 @@
+"""MultiBandDiffusion as an nn.Module: device and dtype moves, save/load, seeding, input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mbd import MultiBandDiffusion, checkpoint
+from mbd.config import BandConfig, CodecConfig, MBDConfig
+from mbd.processor import ProcessorConfig
+from mbd.schedule import PowerSchedule
+from mbd.unet import UNetConfig
+
+UNET = UNetConfig(hidden=4, growth=2, depth=3, res_blocks=1, codec_dim=8, num_steps=1000)
+
+
+def tiny(seed: int = 0) -> MultiBandDiffusion:
+    torch.manual_seed(seed)
+    bands = (
+        BandConfig(UNET, PowerSchedule(), None),
+        BandConfig(UNET, PowerSchedule(), ProcessorConfig(n_bands=4, num_samples=8, power_std=0.5)),
+    )
+    model = MultiBandDiffusion(MBDConfig(24000, CodecConfig("encodec_24khz", 4), bands))
+    model.bands[1].processor.update(torch.randn(8, 1, 4800), generator=torch.Generator().manual_seed(1))
+    return model.eval()
+
+
+STEPS = [999, 600, 200, 0]
+
+
+def _generate(model: MultiBandDiffusion, seed: int = 5) -> torch.Tensor:
+    latents = torch.randn(2, 8, 6, generator=torch.Generator().manual_seed(9)).to(next(model.parameters()))
+    return model.generate(latents, length=6 * 320, steps=STEPS, generator=torch.Generator().manual_seed(seed))
+
+
+def test_seeded_generate_is_reproducible() -> None:
+    model = tiny()
+    a, b, c = _generate(model), _generate(model), _generate(model, seed=6)
+    assert a.shape == (2, 1, 6 * 320)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_float64_move_computes_the_same_function() -> None:
+    model = tiny()
+    ref = _generate(model)
+    double = tiny().double()
+    assert all(p.dtype == torch.float64 for p in double.parameters())
+    assert double.bands[1].processor.sum_x.dtype == torch.float64
+    out = _generate(double)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), ref, atol=1e-3, rtol=1e-3)
+
+
+def test_save_and_load_give_identical_output(tmp_path) -> None:
+    model = tiny()
+    path = tmp_path / "tiny.safetensors"
+    model.save(path)
+    loaded = MultiBandDiffusion.from_pretrained(path, load_codec=False)
+    assert loaded.config == model.config
+    assert torch.equal(_generate(loaded), _generate(model))
+    assert set(checkpoint.load(path)[1]) == set(model.band_state())
+
+
+def test_generate_input_checks() -> None:
+    model = tiny()
+    with pytest.raises(ValueError, match=r"\[B, D, T\]"):
+        model.generate(torch.randn(8, 6), length=6 * 320)
+    with pytest.raises(ValueError, match="descending"):
+        model.generate(torch.randn(1, 8, 6), length=6 * 320, steps=[500, 999, 0])
+    with pytest.raises(ValueError, match="noise must be"):
+        model.generate(torch.randn(1, 8, 6), length=6 * 320, steps=STEPS, noise=torch.randn(2, 3, 1, 1, 100))
+    with pytest.raises(RuntimeError, match="without a codec"):
+        model.tokens_to_wav(torch.zeros(1, 4, 6, dtype=torch.long))
+
+
+def test_step_lists() -> None:
+    model = tiny()
+    assert model.step_list() == [999, *range(949, 0, -50), 0]
+    assert model.step_list(20) == model.step_list()
+    assert model.step_list(10) == [999, *range(899, 0, -100), 0]
+    assert len(model.step_list(7)) == 8 and model.step_list(7)[-1] == 0
+    assert len(model.step_list(None, "ddim")) == 11
