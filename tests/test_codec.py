@@ -7,7 +7,6 @@ import hashlib
 import http.server
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 import pytest
@@ -22,25 +21,12 @@ from mbd.codec import (
     load_codec,
     n_q_to_bandwidth,
 )
-
-
-def _random_encodec_24khz(seed: int) -> torch.nn.Module:
-    """EnCodec 24 kHz from the encodec package's own factory, with random (non-zero) codebooks."""
-    from encodec import EncodecModel
-
-    torch.manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        model = EncodecModel.encodec_model_24khz(pretrained=False)
-    for layer in model.quantizer.vq.layers:  # k-means init leaves them at zero until training
-        layer._codebook.embed.normal_()
-        layer._codebook.inited.fill_(1)
-    return model.eval()
+from tests.conftest import random_encodec_24khz
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    model = _random_encodec_24khz(seed=0)
+    model = random_encodec_24khz(seed=0)
     path = tmp_path_factory.mktemp("weights") / "encodec_24khz-random.th"
     torch.save(model.state_dict(), path)
     return model, path
@@ -177,8 +163,13 @@ def test_hf_codec_needs_transformers(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def hf_model() -> torch.nn.Module:
     transformers = pytest.importorskip("transformers")
     config = transformers.EncodecConfig(
-        sampling_rate=32_000, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], codebook_size=2048,
-        num_filters=4, num_lstm_layers=1, use_causal_conv=False,
+        sampling_rate=32_000,
+        upsampling_ratios=[8, 5, 4, 4],
+        target_bandwidths=[2.2],
+        codebook_size=2048,
+        num_filters=4,
+        num_lstm_layers=1,
+        use_causal_conv=False,
     )
     torch.manual_seed(4)
     model = transformers.EncodecModel(config).eval()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +11,13 @@ import torch
 
 from mbd.codec import load_encodec_lm
 from mbd.tokens import TokenError, read_tokens, validate_codes, write_tokens
+from tests.conftest import random_encodec_24khz
 
 
 @pytest.fixture(scope="module")
 def encodec_model() -> torch.nn.Module:
     """EnCodec 24 kHz from the encodec package with random weights, named so that its compressor accepts it."""
-    from encodec import EncodecModel
-
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        model = EncodecModel.encodec_model_24khz(pretrained=False)
-    for layer in model.quantizer.vq.layers:
-        layer._codebook.embed.normal_()
-        layer._codebook.inited.fill_(1)
+    model = random_encodec_24khz(seed=0)
     model.name = "encodec_24khz"
     model.set_target_bandwidth(3.0)
     return model.eval()
@@ -167,7 +159,7 @@ def _ecdc(path: Path, *, header: bytes | None = None, cut: int = 0) -> None:
     write_tokens(path, _codes(1, 4, 30))
     data = path.read_bytes()
     if header is not None:
-        data = header + data[len(header):]
+        data = header + data[len(header) :]
     path.write_bytes(data[: len(data) - cut])
 
 
@@ -199,10 +191,16 @@ def _ecdc_with_header(path: Path, meta: bytes) -> None:
         ("header.ecdc", lambda p: _ecdc(p, cut=1000), "bad .ecdc header"),
         ("magic.ecdc", lambda p: _ecdc(p, header=b"ECDX"), "not in ECDC format"),
         ("json.ecdc", lambda p: _ecdc_with_header(p, b"{not json"), "bad .ecdc header"),
-        ("model.ecdc", lambda p: _ecdc_with_header(p, b'{"m": "encodec_48khz", "al": 10, "nc": 4, "lm": false}'),
-         "unsupported .ecdc model 'encodec_48khz'"),
-        ("fields.ecdc", lambda p: _ecdc_with_header(p, b'{"m": "encodec_24khz", "al": "x", "nc": 4, "lm": false}'),
-         "bad .ecdc header"),
+        (
+            "model.ecdc",
+            lambda p: _ecdc_with_header(p, b'{"m": "encodec_48khz", "al": 10, "nc": 4, "lm": false}'),
+            "unsupported .ecdc model 'encodec_48khz'",
+        ),
+        (
+            "fields.ecdc",
+            lambda p: _ecdc_with_header(p, b'{"m": "encodec_24khz", "al": "x", "nc": 4, "lm": false}'),
+            "bad .ecdc header",
+        ),
         ("tokens.txt", lambda p: p.write_text("1 2 3"), "unknown token file type"),
     ],
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from mbd.train import cli as train_cli
 from mbd.train.config import TrainConfig
 from mbd.train.data import CropSampler, DataError, read_clip, scan, split_files
 from mbd.unet import DiffusionUNet
+from tests.conftest import random_encodec_24khz
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 24_000
@@ -78,15 +78,10 @@ def write_audio(folder: Path, n: int = 5, seconds: float = 0.6) -> None:
 
 def make_run(tmp_path: Path, extra: str = "", n_files: int = 5) -> Path:
     """A run folder with synthetic audio, a random EnCodec weights file and the tiny recipe."""
-    import encodec
-
     write_audio(tmp_path / "audio", n_files)
     weights = tmp_path / "encodec.th"
     if not weights.exists():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.manual_seed(0)
-            torch.save(encodec.EncodecModel.encodec_model_24khz(pretrained=False).state_dict(), weights)
+        torch.save(random_encodec_24khz(seed=0).state_dict(), weights)
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(TINY_RECIPE + extra)
     return recipe

@@ -21,6 +21,7 @@ from mbd.train.config import TrainConfig
 from mbd.train.data import CropSampler, scan, split_files
 from mbd.train.logs import read_csv
 from mbd.train.trainer import step_generator
+from tests.conftest import random_encodec_24khz
 from tests.test_train import REPO, make_run
 
 BAND = 2  # has the EQ processor
@@ -142,15 +143,8 @@ DEV = REPO.parent / "shared" / "data" / "dev"
 @pytest.mark.skipif(not DEV.is_dir(), reason="../shared/data/dev is not present")
 def test_tiny_recipe_on_dev_data_loss_falls(tmp_path: Path) -> None:
     """The measured run: recipes/tiny.toml, band 2, 300 steps on the dev set (a few minutes on 2 cores)."""
-    import warnings
-
-    import encodec
-
     weights = tmp_path / "encodec.th"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.manual_seed(0)
-        torch.save(encodec.EncodecModel.encodec_model_24khz(pretrained=False).state_dict(), weights)
+    torch.save(random_encodec_24khz(seed=0).state_dict(), weights)
     config = load_recipe(REPO / "recipes" / "tiny.toml")
     config = dataclasses.replace(config, codec=dataclasses.replace(config.codec, weights=str(weights)))
     result = train_band(config, BAND, tmp_path / "run", device="cpu")
