@@ -75,9 +75,11 @@ def _write_manifest(path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> N
 
 
 def _model_table(name: str, file: str, url: str, extra: str = "") -> str:
-    return (f'[model."{name}"]\nfile = "{file}"\nurl = "{url}"\ncodec = "encodec_24khz"\nn_q = 2\n'
-            f'sample_rate = 24000\nlicense = "CC-BY-NC-4.0"\n'
-            f'license_url = "https://creativecommons.org/licenses/by-nc/4.0/"\n{extra}\n')
+    return (
+        f'[model."{name}"]\nfile = "{file}"\nurl = "{url}"\ncodec = "encodec_24khz"\nn_q = 2\n'
+        f'sample_rate = 24000\nlicense = "CC-BY-NC-4.0"\n'
+        f'license_url = "https://creativecommons.org/licenses/by-nc/4.0/"\n{extra}\n'
+    )
 
 
 # --- download ------------------------------------------------------------------------------------------
@@ -94,7 +96,9 @@ def test_download_checks_and_places_the_file(server: http.server.ThreadingHTTPSe
 
 
 def test_progress_without_tqdm(
-    server: http.server.ThreadingHTTPServer, cache: Path, monkeypatch: pytest.MonkeyPatch,
+    server: http.server.ThreadingHTTPServer,
+    cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setitem(sys.modules, "tqdm", None)  # makes `import tqdm` fail
@@ -211,9 +215,12 @@ def test_resolve_codec_weights_downloads_once(
     body = b"codec weights" * 100
     prefix = hashlib.sha256(body).hexdigest()[:8]
     server.files["c.th"] = body
-    _write_manifest(tmp_path / "m.toml", monkeypatch,
-                    f'[codec.enc]\nfile = "enc-{prefix}.th"\nurl = "{server.url}/c.th"\n'
-                    f'sha256_prefix = "{prefix}"\nlicense = "MIT"\nlicense_url = "https://example.invalid"\n')
+    _write_manifest(
+        tmp_path / "m.toml",
+        monkeypatch,
+        f'[codec.enc]\nfile = "enc-{prefix}.th"\nurl = "{server.url}/c.th"\n'
+        f'sha256_prefix = "{prefix}"\nlicense = "MIT"\nlicense_url = "https://example.invalid"\n',
+    )
     path = hub.resolve_codec_weights("enc")
     assert path == cache / f"enc-{prefix}.th" and path.read_bytes() == body
     assert hub.resolve_codec_weights("enc") == path and server.requests == ["/c.th"]
@@ -232,8 +239,11 @@ def test_resolve_safetensors_entry_and_licence_notice(
     body = b"already in our format"
     server.files["m.safetensors"] = body
     digest = hashlib.sha256(body).hexdigest()
-    _write_manifest(tmp_path / "m.toml", monkeypatch,
-                    _model_table("tiny", "m.safetensors", f"{server.url}/m.safetensors", f'sha256 = "{digest}"'))
+    _write_manifest(
+        tmp_path / "m.toml",
+        monkeypatch,
+        _model_table("tiny", "m.safetensors", f"{server.url}/m.safetensors", f'sha256 = "{digest}"'),
+    )
     monkeypatch.setattr(hub, "_noticed", set())
     path = hub.resolve_model("tiny")
     assert path == cache / "tiny.safetensors" and path.read_bytes() == body
@@ -270,8 +280,9 @@ def test_resolve_model_downloads_converts_and_cleans_up(
     fake_convert: list[tuple[Path, Path]],
 ) -> None:
     server.files["mbd_comp_2.pt"] = b"original"
-    _write_manifest(tmp_path / "m.toml", monkeypatch,
-                    _model_table("tiny", "mbd_comp_2.pt", f"{server.url}/mbd_comp_2.pt"))
+    _write_manifest(
+        tmp_path / "m.toml", monkeypatch, _model_table("tiny", "mbd_comp_2.pt", f"{server.url}/mbd_comp_2.pt")
+    )
     path = hub.resolve_model("tiny")
     assert path == cache / "tiny.safetensors" and path.read_bytes() == b"converted:original"
     assert len(fake_convert) == 1 and fake_convert[0][0] == cache / "mbd_comp_2.pt"
@@ -293,8 +304,9 @@ def test_failed_conversion_keeps_the_checked_original_only(
 
     monkeypatch.setattr(sys.modules["mbd.checkpoint"], "convert", broken)
     server.files["mbd_comp_2.pt"] = b"original"
-    _write_manifest(tmp_path / "m.toml", monkeypatch,
-                    _model_table("tiny", "mbd_comp_2.pt", f"{server.url}/mbd_comp_2.pt"))
+    _write_manifest(
+        tmp_path / "m.toml", monkeypatch, _model_table("tiny", "mbd_comp_2.pt", f"{server.url}/mbd_comp_2.pt")
+    )
     with pytest.raises(KeyError):
         hub.resolve_model("tiny")
     assert _listing(cache) == ["mbd_comp_2.pt"]
@@ -329,8 +341,13 @@ def test_golden_checkpoint_through_real_convert(
     body = golden.read_bytes()
     server.files["mbd_comp_2.pt"] = body
     digest = hashlib.sha256(body).hexdigest()
-    _write_manifest(tmp_path / "m.toml", monkeypatch, _model_table(
-        "golden", "mbd_comp_2.pt", f"{server.url}/mbd_comp_2.pt", f'sha256 = "{digest}"\nsize = {len(body)}'))
+    _write_manifest(
+        tmp_path / "m.toml",
+        monkeypatch,
+        _model_table(
+            "golden", "mbd_comp_2.pt", f"{server.url}/mbd_comp_2.pt", f'sha256 = "{digest}"\nsize = {len(body)}'
+        ),
+    )
     path = hub.resolve_model("golden")
     assert _listing(cache) == ["golden.safetensors"]
     with safetensors.safe_open(str(path), framework="pt") as file:
