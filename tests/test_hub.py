@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mbd import hub
+from mbd import checkpoint, hub
 from mbd.codec import bandwidth_to_n_q
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.conftest import GOLDEN, requires_golden
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -328,16 +327,11 @@ def test_offline_model_message_and_hand_placed_original(
     assert _listing(cache) == ["tiny.safetensors"]
 
 
+@requires_golden
 def test_golden_checkpoint_through_real_convert(
     server: http.server.ThreadingHTTPServer, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    golden = SHARED / "golden" / "mbd_comp_2_reduced.pt"
-    if not golden.is_file():
-        pytest.skip("shared golden checkpoint not available")
-    checkpoint = pytest.importorskip("mbd.checkpoint")
-    if not hasattr(checkpoint, "convert"):
-        pytest.skip("mbd.checkpoint.convert not written yet")
-    safetensors = pytest.importorskip("safetensors")
+    golden = GOLDEN / "mbd_comp_2_reduced.pt"
     body = golden.read_bytes()
     server.files["mbd_comp_2.pt"] = body
     digest = hashlib.sha256(body).hexdigest()
@@ -350,5 +344,5 @@ def test_golden_checkpoint_through_real_convert(
     )
     path = hub.resolve_model("golden")
     assert _listing(cache) == ["golden.safetensors"]
-    with safetensors.safe_open(str(path), framework="pt") as file:
-        assert len(list(file.keys())) > 0
+    config, tensors = checkpoint.load(path)
+    assert config["codec"]["n_q"] == 2 and len(tensors) > 0
