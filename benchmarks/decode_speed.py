@@ -2,12 +2,15 @@
 
     python benchmarks/decode_speed.py --device cpu --size reduced --seconds 2
     python benchmarks/decode_speed.py --device cpu --size released --seconds 1 --steps 2
-    python benchmarks/decode_speed.py --device cuda --size released --seconds 10 --compile
+    python benchmarks/decode_speed.py --device cpu --size tiny --seconds 1 --steps 2 --modes fused-compile,fused-fp16
+    python benchmarks/decode_speed.py --device cuda --size released --seconds 10 --batch 8 --modes fused-bf16
 
 Every mode runs in its own subprocess on the same random weights, latent and noise (fixed seeds), so the
 peak memory of one mode is not polluted by another. Peak memory is the process's max RSS on CPU and
-`torch.cuda.max_memory_allocated` on CUDA. The deviation is measured on the summed band output of
-`generate` (before re-EQ) against the faithful float32 output.
+`torch.cuda.max_memory_allocated` on CUDA (weights included). The deviation is measured on the summed band
+output of `generate` (before re-EQ) against the faithful float32 output. On CUDA each mode is run once
+untimed first (warm-up, and compilation for `fused-compile`), as is `fused-compile` on CPU; `--tf32` (the
+default, as in PyTorch and AudioCraft) lets cuDNN use TF32 for float32 convolutions, `--no-tf32` forbids it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from mbd.unet import UNetConfig
 SIZES = {
     "released": UNetConfig(hidden=48, growth=4, depth=4, res_blocks=2, kernel=8, stride=4, codec_dim=128),
     "reduced": UNetConfig(hidden=32, growth=2, depth=4, res_blocks=2, kernel=8, stride=4, codec_dim=128),
+    "tiny": UNetConfig(hidden=8, growth=2, depth=4, res_blocks=2, kernel=8, stride=4, codec_dim=128),
 }
 # name -> (fused, dtype, compile)
 MODES = {
@@ -57,39 +61,71 @@ def build(size: str, device: str) -> MultiBandDiffusion:
     return model.to(device).eval()
 
 
+def set_tf32(enabled: bool) -> dict[str, bool]:
+    """Allow (or forbid) TF32 in cuDNN float32 convolutions; returns the resulting TF32 flags."""
+    torch.backends.cudnn.allow_tf32 = enabled
+    return {"cudnn_tf32": torch.backends.cudnn.allow_tf32, "matmul_tf32": torch.backends.cuda.matmul.allow_tf32}
+
+
 def worker(args: argparse.Namespace) -> None:
     fused, dtype, compile = MODES[args.worker]
+    cuda = args.device.startswith("cuda")
+    flags = set_tf32(args.tf32)
     model = build(args.size, args.device)
     frames = round(args.seconds * SAMPLE_RATE / HOP)
     gen = torch.Generator().manual_seed(1)
-    latents = torch.randn(1, 128, frames, generator=gen).to(args.device)
+    latents = torch.randn(args.batch, 128, frames, generator=gen).to(args.device)  # [B, D, T]
     steps = spaced_steps(args.steps)
-    noise = torch.randn(4, len(steps) - 1, 1, 1, frames * HOP, generator=gen)
+    noise = torch.randn(4, len(steps) - 1, args.batch, 1, frames * HOP, generator=gen)  # [bands, K, B, C, L]
 
     def run() -> torch.Tensor:
         options = InferenceOptions(fused=fused, dtype=dtype, compile=compile)
         out = model.generate(latents, steps=steps, noise=noise, options=options)
-        if args.device.startswith("cuda"):
+        if cuda:
             torch.cuda.synchronize()
         return out
 
     if fused:
         model.fused_network(dtype, compile)  # build the fused weights outside the timing
-    if compile or args.device.startswith("cuda"):
+    warmup = None
+    if compile or cuda:
+        t0 = time.perf_counter()
         run()  # compile / warm up (not timed)
-    if args.device.startswith("cuda"):
+        warmup = time.perf_counter() - t0
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     out = run()
     seconds = time.perf_counter() - t0
-    if args.device.startswith("cuda"):
+    if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     torch.save(out.cpu(), args.out)
     rss_delta = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 2**20
-    print(json.dumps({"seconds": seconds, "peak_gib": peak, "rss_delta_gib": rss_delta}))
+    device = torch.cuda.get_device_name() if cuda else f"cpu, {torch.get_num_threads()} threads"
+    info = {"device": device, "torch": torch.__version__, **flags}
+    print(json.dumps({"seconds": seconds, "warmup": warmup, "peak_gib": peak, "rss_delta_gib": rss_delta, **info}))
+
+
+HEADER = """\
+| mode | seconds | x real time | speed-up | peak mem (GiB) | max abs dev | rel L2 dev (dB) | warm-up s |
+|---|---:|---:|---:|---:|---:|---:|---:|"""
+
+
+def row(mode: str, results: dict[str, dict], outputs: dict[str, torch.Tensor], audio: float) -> str:
+    """One table row: `mode`'s time and memory, and its deviation from the faithful output."""
+    r, ref = results[mode], outputs["faithful"]
+    dev = (outputs[mode] - ref).abs().max().item()
+    rel = ((outputs[mode] - ref).norm() / ref.norm()).item()
+    rel_db = "-inf" if rel == 0 else f"{20 * torch.log10(torch.tensor(rel)).item():.1f}"
+    warmup = "-" if r["warmup"] is None else f"{r['warmup']:.1f}"
+    speed_up = results["faithful"]["seconds"] / r["seconds"]
+    return (
+        f"| {mode} | {r['seconds']:.2f} | {audio / r['seconds']:.3f} | {speed_up:.2f}x | {r['peak_gib']:.2f} | "
+        f"{dev:.2e} | {rel_db} | {warmup} |"
+    )
 
 
 def main() -> None:
@@ -98,7 +134,10 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="reduced")
     parser.add_argument("--seconds", type=float, default=2.0, help="audio duration to decode")
     parser.add_argument("--steps", type=int, default=20, help="DDPM model evaluations per band (20 = default)")
+    parser.add_argument("--batch", type=int, default=1, help="clips decoded together, each --seconds long")
+    parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True, help="cuDNN TF32 (CUDA)")
     parser.add_argument("--modes", default="faithful,fused,fused-bf16", help=f"comma list of {list(MODES)}")
+    parser.add_argument("--mode-timeout", type=float, help="seconds after which a mode is abandoned")
     parser.add_argument("--worker", choices=sorted(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -108,32 +147,33 @@ def main() -> None:
     if modes[0] != "faithful":
         modes = ["faithful", *[m for m in modes if m != "faithful"]]
     results, outputs = {}, {}
+    audio = args.seconds * args.batch
     with tempfile.TemporaryDirectory() as tmp:
         for mode in modes:
             out = Path(tmp) / f"{mode}.pt"
             cmd = [sys.executable, __file__, "--worker", mode, "--out", str(out), "--device", args.device]
             cmd += ["--size", args.size, "--seconds", str(args.seconds), "--steps", str(args.steps)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"{mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            cmd += ["--batch", str(args.batch), "--tf32" if args.tf32 else "--no-tf32"]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.mode_timeout)
+                error = None if proc.returncode == 0 else f"failed\n{proc.stderr[-2000:]}"
+            except subprocess.TimeoutExpired:
+                error = f"abandoned after {args.mode_timeout:g} s"
+            if error is not None:
+                print(f"{mode}: {error}", file=sys.stderr)
+                if mode == "faithful":
+                    sys.exit("nothing to compare against")
                 continue
             results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
             outputs[mode] = torch.load(out)
-    ref = outputs["faithful"]
-    print(
-        f"device={args.device} size={args.size} audio={args.seconds}s steps={args.steps} x 4 bands, "
-        f"threads={torch.get_num_threads()}"
-    )
-    print("| mode | seconds | x real time | speed-up | peak mem (GiB) | max abs dev | rel L2 dev (dB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for mode, r in results.items():
-        dev = (outputs[mode] - ref).abs().max().item()
-        rel = ((outputs[mode] - ref).norm() / ref.norm()).item()
-        rel_db = "-inf" if rel == 0 else f"{20 * torch.log10(torch.tensor(rel)).item():.1f}"
-        print(
-            f"| {mode} | {r['seconds']:.2f} | {args.seconds / r['seconds']:.3f} | "
-            f"{results['faithful']['seconds'] / r['seconds']:.2f}x | {r['peak_gib']:.2f} | {dev:.2e} | {rel_db} |"
-        )
+            if mode == "faithful":  # the table is printed row by row, so that a killed run keeps its rows
+                info = results["faithful"]
+                print(
+                    f"device={info['device']} torch={info['torch']} size={args.size} "
+                    f"audio={args.batch} x {args.seconds}s steps={args.steps} x 4 bands, "
+                    f"cudnn_tf32={info['cudnn_tf32']} matmul_tf32={info['matmul_tf32']}\n{HEADER}"
+                )
+            print(row(mode, results, outputs, audio), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,12 @@ with cutoffs evenly spaced on the mel scale, and the bands of a signal sum back 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import julius
 import torch
+import torch.nn.functional as F
+from julius.fftconv import fft_conv1d
 
 
 def band_splitter(sample_rate: int, n_bands: int) -> julius.SplitBands:
@@ -34,6 +38,45 @@ def split_bands(x: torch.Tensor, sample_rate: int, n_bands: int) -> torch.Tensor
         `[n_bands, *, L]`; the sum over the first dimension equals `x` up to rounding.
     """
     return band_splitter(sample_rate, n_bands).to(device=x.device, dtype=x.dtype)(x)
+
+
+def split_bands_in_segments(
+    x: torch.Tensor, sample_rate: int, n_bands: int, segment: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """`split_bands(x)` piece by piece along time, for signals too long to split in one go.
+
+    Each piece is filtered with `half_size` samples of context on both sides, taken from the signal
+    edge-padded once exactly as julius pads it, so the pieces equal the matching slices of `split_bands(x)`
+    up to float rounding. Memory is O(n_bands * segment) instead of O(n_bands * L).
+
+    Args:
+        x: audio `[*, L]`.
+        sample_rate: sample rate of `x` in Hz.
+        n_bands: number of bands.
+        segment: samples per piece (the last piece may be shorter).
+
+    Yields:
+        `(start, bands)`: bands `[n_bands, *, s]` of samples `[start, start + s)`.
+    """
+    if segment < 1:
+        raise ValueError(f"segment must be >= 1, got {segment}")
+    lowpass = band_splitter(sample_rate, n_bands).to(device=x.device, dtype=x.dtype).lowpass
+    *lead, length = x.shape
+    flat = x.reshape(-1, 1, length)  # [N, 1, L]
+    half = 0 if lowpass is None else lowpass.half_size
+    padded = F.pad(flat, (half, half), mode="replicate") if half else flat  # [N, 1, L + 2 * half]
+    for start in range(0, length, segment):
+        end = min(start + segment, length)
+        piece = flat[..., start:end]  # [N, 1, s]
+        if lowpass is None:
+            yield start, piece.reshape(1, *lead, end - start)
+            continue
+        context = padded[..., start : end + 2 * half]  # [N, 1, s + 2 * half]
+        conv = fft_conv1d if lowpass.fft else F.conv1d
+        lows = conv(context, lowpass.filters).transpose(0, 1)  # [n_bands - 1, N, s]
+        # As julius.SplitBands: band 0 is the lowest low-pass, then differences, then the remainder.
+        bands = torch.cat([lows[:1], lows[1:] - lows[:-1], piece.transpose(0, 1) - lows[-1:]])  # [n_bands, N, s]
+        yield start, bands.reshape(n_bands, *lead, end - start)
 
 
 def band_cutoffs(sample_rate: int, n_bands: int) -> list[float]:

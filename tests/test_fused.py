@@ -133,6 +133,17 @@ def test_fused_cache_follows_weight_updates() -> None:
     torch.testing.assert_close(after, per_band, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # torch.compile (inductor, C++ codegen) takes ~30 s on 2 CPU cores
+def test_compiled_fused_matches_fused() -> None:
+    model = tiny_mbd()
+    noise = torch.randn(3, 2, 2, 1, 8 * HOP, generator=torch.Generator().manual_seed(3))
+    kwargs = dict(length=8 * HOP, steps=[999, 500, 0], noise=noise)
+    want = model.generate(latents(8), options=FUSED, **kwargs)
+    got = model.generate(latents(8), options=InferenceOptions(fused=True, compile=True), **kwargs)
+    assert want.abs().max() > 0.1
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
 def test_compile_requires_fused() -> None:
     with pytest.raises(ValueError, match="fused"):
         InferenceOptions(compile=True)
