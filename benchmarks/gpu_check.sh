@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Released-size decode speed and memory on one CUDA GPU (H100/H200), in ONE device call of under 8 minutes.
+# Released-size decode speed and memory on one CUDA GPU (e.g. H100/H200), in one run of under 8 minutes.
 #
-# The device machine has torch (2.11), numpy, safetensors and tqdm but not julius, and no network. Prepare
-# the julius wheel here once, in the git-ignored .whl/ (the benchmarks import nothing else that is missing;
+# Needs torch with CUDA, numpy, safetensors and tqdm. On a machine without julius and without network, put
+# the julius wheel in the git-ignored .whl/ first (the benchmarks import nothing else that may be missing;
 # encodec, soundfile and librosa are not imported by them):
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl julius==0.2.8
 #
-# then run, from the repository root: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=500)
+# then, from the repository root: OUT=gpu_results bash benchmarks/gpu_check.sh
 # Everything is written to $OUT (gpu_check.md: the tables; nvidia-smi.txt). Each step has its own timeout, so
 # one hang cannot eat the others' time.
 #   1. 10 s, batch 1, 20 DDPM steps: faithful vs fused vs fused-bf16 vs fused-compile (compile time shown)
@@ -17,10 +17,13 @@
 #   3. a chunked 60 s decode (10 s chunks, fused float32) against a 10 s one, re-EQ included, and
 #      2 rounds of 30 s chunked vs 3 x 10 s unchunked interleaved
 set -uo pipefail
-OUT=${OUT:-/tmp/gpu_check}
+OUT=${OUT:-gpu_results}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+if ! python3 -c "import julius" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$OUT/site" .whl/*.whl || exit 1
+    export PYTHONPATH="$OUT/site"
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 md="$OUT/gpu_check.md"
 : >"$md"
