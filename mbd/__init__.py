@@ -1,9 +1,9 @@
-"""Multi-Band Diffusion: high-fidelity audio from discrete codec tokens."""
+"""Multi-Band Diffusion: high-fidelity audio from discrete codec tokens or log-mel spectrograms."""
 
-from .api import decode
+from .api import decode, vocode
 from .eq import re_eq
 from .options import InferenceOptions
 from .pipeline import MultiBandDiffusion
 
 __version__ = "0.1.0"
-__all__ = ["InferenceOptions", "MultiBandDiffusion", "decode", "re_eq", "__version__"]
+__all__ = ["InferenceOptions", "MultiBandDiffusion", "decode", "re_eq", "vocode", "__version__"]

@@ -1,4 +1,4 @@
-"""One-call decoding: `mbd.decode(tokens)` for scripts and TTS/music pipelines."""
+"""One-call decoding: `mbd.decode(tokens)` and `mbd.vocode(mel)` for scripts and TTS/music pipelines."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from .sampler import Sampler
 from .tokens import validate_codes
 
 DEFAULT_MODEL = "encodec24k-3kbps"
+DEFAULT_MEL_MODEL = "mel24k"  # bundled with the package: works offline
 
 Audio = TypeVar("Audio", torch.Tensor, np.ndarray)
 
@@ -42,7 +43,7 @@ def default_device() -> str:
 def load_model(model: str, device: str, codec_weights: str | None = None) -> MultiBandDiffusion:
     """Load (once per process) a model by name or path, with its codec, on `device`."""
     mbd = MultiBandDiffusion.from_pretrained(model, load_codec=codec_weights is None)
-    if codec_weights is not None:
+    if codec_weights is not None and mbd.config.codec is not None:
         from .codec import load_codec
 
         mbd.codec = load_codec(mbd.config.codec.name, mbd.config.codec.n_q, weights=codec_weights)
@@ -63,6 +64,13 @@ def decode_codes(mbd: MultiBandDiffusion, codes: torch.Tensor, options: DecodeOp
         options=options.inference,
         per_clip_eq=True,
     )
+
+
+def vocode_mels(mbd: MultiBandDiffusion, mel: torch.Tensor, options: DecodeOptions) -> torch.Tensor:
+    """Vocode checked log-mels `[B, n_mels, T]` (one length) to audio `[B, 1, T * hop]` on the model's device."""
+    generator = None if options.seed is None else torch.Generator(mbd.device).manual_seed(options.seed)
+    steps = None if options.steps is None else mbd.step_list(options.steps, options.inference.sampler)
+    return mbd.vocode(mel, steps=steps, generator=generator, options=options.inference)
 
 
 def decode(
@@ -94,6 +102,8 @@ def decode(
         input, `[B, 1, L]` for batched input, a list of `[1, L_i]` for a list.
     """
     mbd = load_model(str(model), device or default_device(), None if codec_weights is None else str(codec_weights))
+    if mbd.codec is None:
+        raise ValueError(f"model '{model}' is conditioned on mel spectrograms, not codec tokens: use mbd.vocode")
     inference = InferenceOptions(sampler=sampler, dtype=dtype, fused=mbd.device.type == "cuda")
     options = DecodeOptions(steps=steps, seed=seed, inference=inference)
     codec = mbd.codec
@@ -114,6 +124,44 @@ def decode(
     if tokens.ndim == 2:
         wav = wav[0]
     return _like(wav, tokens), mbd.sample_rate
+
+
+def vocode(
+    mel: Audio,
+    model: str | os.PathLike = DEFAULT_MEL_MODEL,
+    *,
+    steps: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    sampler: Sampler = "ddpm",
+    dtype: DType = "float32",
+) -> tuple[Audio, int]:
+    """Turn a log-mel spectrogram into audio with a mel-conditioned Multi-Band Diffusion model.
+
+    The default model, `mel24k`, ships with the package (no download) and takes Vocos' 24 kHz mel: n_fft
+    1024, hop 256, 100 bins, `log(clamp(magnitude_mel, min=1e-5))` (see `mbd.mel`).
+
+    Args:
+        mel: log-mel as a tensor or numpy array, `[n_mels, T]` or `[B, n_mels, T]`. The wrong number of bins,
+            a transposed `[T, n_mels]` array or NaN/inf raise `mbd.mel.MelError`; a linear-looking scale warns.
+        model: a mel model name (see `mbd models`) or a checkpoint path.
+        steps: sampler steps (default: 20 for "ddpm", 10 for the fewer-step samplers).
+        seed: makes the output reproducible.
+        device: "cpu", "cuda", ...; default the GPU when there is one.
+        sampler: "ddpm" (AudioCraft's), "ddim" or "dpm++2m".
+        dtype: network precision, "float32", "bfloat16" or "float16".
+
+    Returns:
+        `(audio, sample_rate)`, audio the same kind as the input: `[1, T * hop]` for `[n_mels, T]`,
+        `[B, 1, T * hop]` for `[B, n_mels, T]`.
+    """
+    mbd = load_model(str(model), device or default_device(), None)
+    if mbd.features is None:
+        raise ValueError(f"model '{model}' is conditioned on codec tokens, not mel spectrograms: use mbd.decode")
+    tensor = torch.from_numpy(np.ascontiguousarray(mel)) if isinstance(mel, np.ndarray) else mel
+    inference = InferenceOptions(sampler=sampler, dtype=dtype, fused=mbd.device.type == "cuda")
+    wav = vocode_mels(mbd, tensor, DecodeOptions(steps=steps, seed=seed, inference=inference)).cpu()
+    return _like(wav, mel), mbd.sample_rate
 
 
 def _like(wav: torch.Tensor, reference: object) -> torch.Tensor | np.ndarray:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TOKEN_SUFFIXES = (".npy", ".npz", ".pt", ".ecdc")
+MEL_SUFFIXES = (".npy",)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 

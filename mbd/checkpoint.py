@@ -233,8 +233,11 @@ def load(path: str | os.PathLike) -> tuple[Config, Tensors]:
     if zipfile.is_zipfile(path):
         return audiocraft_to_ours(path)
     with open(path, "rb") as f:
-        head = f.read(2)
-    if head[:1] == b"\x80":  # a legacy (non-zip) torch pickle
+        head = f.read(9)
+    # safetensors: a little-endian u64 header size, then the JSON header. Its first byte can be 0x80, so
+    # test for it before the pickle opcode.
+    is_safetensors = head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+    if not is_safetensors and head[:1] == b"\x80":  # a legacy (non-zip) torch pickle
         return audiocraft_to_ours(path)
     return read_ours(path)
 

@@ -1,20 +1,23 @@
-"""The `mbd` command: decode, encode, regenerate, convert, info, models and train."""
+"""The `mbd` command: decode, vocode, encode, regenerate, convert, info, models and train."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
-from .api import DEFAULT_MODEL, DecodeOptions, decode_codes, default_device, load_model
+from .api import DEFAULT_MEL_MODEL, DEFAULT_MODEL, DecodeOptions, decode_codes, default_device, load_model, vocode_mels
 from .audio import AudioError, read_audio, write_audio
-from .batch import AUDIO_SUFFIXES, TOKEN_SUFFIXES, Item, Report, expand_inputs, output_path
+from .batch import AUDIO_SUFFIXES, MEL_SUFFIXES, TOKEN_SUFFIXES, Item, Report, expand_inputs, output_path
 from .checkpoint import CheckpointError
 from .hub import DownloadError
+from .mel import MelError
 from .options import InferenceOptions
 from .tokens import TokenError, read_tokens, validate_codes, write_tokens
 
@@ -25,9 +28,10 @@ class CommandError(Exception):
     """A whole command cannot run (not one file of a batch): one line, exit code 2."""
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"pretrained name or checkpoint path ({DEFAULT_MODEL})")
-    parser.add_argument("--codec-weights", help="local codec weights file instead of the cached download")
+def _model_options(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL, codec: bool = True) -> None:
+    parser.add_argument("--model", default=default, help=f"pretrained name or checkpoint path ({default})")
+    if codec:
+        parser.add_argument("--codec-weights", help="local codec weights file instead of the cached download")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if present)")
 
 
@@ -59,7 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     _decode_options(p)
 
-    p = sub.add_parser("regenerate", help="audio -> codec tokens -> MBD audio")
+    p = sub.add_parser("vocode", help="log-mel spectrograms (.npy, [n_mels, T] or [B, n_mels, T]) to audio")
+    p.add_argument("inputs", nargs="+", help="files, folders (recursive) or globs")
+    _outputs(p, "audio")
+    p.add_argument("--format", choices=["wav", "flac"], default="wav", help="audio format for folder output")
+    p.add_argument("--batch-size", type=int, default=1, help="mels of equal length vocoded together")
+    _model_options(p, DEFAULT_MEL_MODEL, codec=False)
+    _decode_options(p)
+
+    p = sub.add_parser("regenerate", help="audio -> codec tokens (or log-mel with a mel model) -> MBD audio")
     p.add_argument("inputs", nargs="+", help="audio files, folders or globs")
     _outputs(p, "audio")
     p.add_argument("--format", choices=["wav", "flac"], default="wav")
@@ -117,6 +129,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if not items:
         return report.summary("decoded")
     mbd = load_model(args.model, args.device or default_device(), args.codec_weights)
+    if mbd.codec is None:
+        raise CommandError(f"{args.model} is a mel model: use `mbd vocode` for mel spectrograms")
     single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
     suffix = _audio_suffix(args, single)
     ready: list[tuple[Item, torch.Tensor, list[Path]]] = []
@@ -138,11 +152,60 @@ def cmd_decode(args: argparse.Namespace) -> int:
             ready.append((item, codes, outs))
         except (TokenError, FileExistsError) as err:
             report.fail(str(err))
-    _decode_batches(mbd, ready, options, args, report)
+    _decode_batches(mbd, ready, lambda codes: decode_codes(mbd, codes, options), args, report)
     return report.summary("decoded")
 
 
-def _decode_batches(mbd, ready, options: DecodeOptions, args: argparse.Namespace, report: Report) -> None:  # noqa: ANN001
+def _read_mel(path: Path, mbd, report: Report) -> torch.Tensor:  # noqa: ANN001
+    """A `.npy` log-mel as a checked `[B, n_mels, T]` tensor; value warnings become notes."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise MelError(f"{path}: not a readable .npy array ({err})") from None
+    if not np.issubdtype(array.dtype, np.floating):
+        raise MelError(f"{path}: expected floating-point log-mel values, got {array.dtype}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mel = mbd.features.check(torch.from_numpy(np.ascontiguousarray(array)), name=str(path))
+    for warning in caught:
+        report.note(path, str(warning.message).removeprefix(f"{path}: "))
+    return mel
+
+
+def cmd_vocode(args: argparse.Namespace) -> int:
+    report = Report()
+    options = _options(args)
+    items = expand_inputs(args.inputs, MEL_SUFFIXES, report)
+    if not items:
+        return report.summary("vocoded")
+    mbd = load_model(args.model, args.device or default_device(), None)
+    if mbd.features is None:
+        raise CommandError(f"{args.model} is a codec-token model: use `mbd decode`, or a mel model such as mel24k")
+    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
+    suffix = _audio_suffix(args, single)
+    ready: list[tuple[Item, torch.Tensor, list[Path]]] = []
+    for item in items:
+        try:
+            mel = _read_mel(item.path, mbd, report)
+            many = mel.shape[0] > 1
+            outs = [output_path(args.output, item, single, suffix, b if many else None) for b in range(len(mel))]
+            for out in outs:
+                _free(out, args.overwrite)
+            ready.append((item, mel, outs))
+        except (MelError, FileExistsError) as err:
+            report.fail(str(err))
+
+    def run(mel: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():  # value warnings were already reported per file
+            warnings.simplefilter("ignore", UserWarning)
+            return vocode_mels(mbd, mel, options)
+
+    _decode_batches(mbd, ready, run, args, report)
+    return report.summary("vocoded")
+
+
+def _decode_batches(mbd, ready, run: Callable[[torch.Tensor], torch.Tensor], args: argparse.Namespace, report: Report) -> None:  # noqa: ANN001, E501
+    """Run `run` on batches of equal-length inputs (`[B, ...]` each) and write every clip of its output."""
     from tqdm import tqdm
 
     groups: dict[int, list[tuple[Item, torch.Tensor, list[Path]]]] = {}
@@ -154,7 +217,7 @@ def _decode_batches(mbd, ready, options: DecodeOptions, args: argparse.Namespace
             batches.append(group[start : start + max(1, args.batch_size)])
     with tqdm(total=len(ready), unit="file", disable=None, file=sys.stderr) as progress:
         for batch in batches:
-            wav = decode_codes(mbd, torch.cat([codes for _, codes, _ in batch]), options).cpu()
+            wav = run(torch.cat([codes for _, codes, _ in batch])).cpu()
             offset = 0
             for item, _codes, outs in batch:
                 for out in outs:
@@ -180,6 +243,8 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     if not items:
         return report.summary("regenerated")
     mbd = load_model(args.model, args.device or default_device(), args.codec_weights)
+    if args.codec_weights is not None and mbd.codec is None:
+        raise CommandError(f"--codec-weights: {args.model} is a mel model, it uses no codec")
     single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
     suffix = _audio_suffix(args, single)
     generator = None if options.seed is None else torch.Generator(mbd.device).manual_seed(options.seed)
@@ -191,7 +256,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
             for note in notes:
                 report.note(item.path, note)
             if wav.shape[-1] < mbd.hop_length * 2:
-                raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least 2 codec frames")
+                raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least 2 frames")
             steps = None if options.steps is None else mbd.step_list(options.steps, options.inference.sampler)
             result = mbd.regenerate(
                 wav[None], mbd.sample_rate, steps=steps, generator=generator, options=options.inference
@@ -258,17 +323,21 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from . import hub
 
-    print(f"{'name':22s} {'codec':15s} {'n_q':>3s} {'rate':>6s}  {'cached':6s}  licence")
+    print(f"{'name':22s} {'input':15s} {'n_q':>3s} {'rate':>6s}  {'cached':7s}  licence")
     for entry in hub.list_models():
-        cached = "yes" if entry.is_cached else "no"
-        print(f"{entry.name:22s} {entry.codec:15s} {entry.n_q:3d} {entry.sample_rate:6d}  {cached:6s}  {entry.license}")
+        cached = "bundled" if entry.bundled else "yes" if entry.is_cached else "no"
+        source = entry.codec if entry.codec is not None else f"{entry.input}"
+        n_q = "-" if entry.n_q is None else str(entry.n_q)
+        print(f"{entry.name:22s} {source:15s} {n_q:>3s} {entry.sample_rate:6d}  {cached:7s}  {entry.license}")
     print(f"cache: {hub.cache_dir()}  (set MBD_CACHE to move it, MBD_OFFLINE=1 to never download)")
-    print("The AudioCraft MBD weights are CC-BY-NC 4.0: non-commercial use only.")
+    print("The AudioCraft MBD weights are CC-BY-NC 4.0: non-commercial use only. mel24k ships with mbd: "
+          "see its model card (checkpoints/mel24k.md) for its training data's licences.")
     return 0
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "decode": cmd_decode,
+    "vocode": cmd_vocode,
     "regenerate": cmd_regenerate,
     "encode": cmd_encode,
     "convert": cmd_convert,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .mel import MelConfig
 from .processor import ProcessorConfig
 from .schedule import PowerSchedule
 from .unet import UNetConfig
@@ -32,21 +33,38 @@ class BandConfig:
 class MBDConfig:
     """Args:
     sample_rate: audio sample rate in Hz.
-    codec: the conditioning codec.
+    codec: the conditioning codec (token models); None for a feature-conditioned model.
     bands: one entry per band, low to high.
+    features: the continuous features that condition the model (mel vocoders); None for token models.
+        Exactly one of `codec` and `features` is set. Stored configs without a `features` key (all token
+        models, including converted AudioCraft files) read as None.
     """
 
     sample_rate: int
-    codec: CodecConfig
+    codec: CodecConfig | None
     bands: tuple[BandConfig, ...]
+    features: MelConfig | None = None
+
+    def __post_init__(self) -> None:
+        if (self.codec is None) == (self.features is None):
+            raise ValueError("config: set exactly one of `codec` (token model) and `features` (mel model)")
+        if self.features is not None:
+            if self.features.sample_rate != self.sample_rate:
+                raise ValueError(f"config: features.sample_rate {self.features.sample_rate} != {self.sample_rate}")
+            for i, band in enumerate(self.bands):
+                if band.unet.codec_dim != self.features.n_mels:
+                    raise ValueError(f"config: bands[{i}].unet.codec_dim must equal features.n_mels")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.features is None:
+            del data["features"]  # token models keep the original layout
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MBDConfig:
         """Parse a stored config; unknown or missing keys are errors."""
-        top = _fields(cls, data, "config")
+        top = _fields(cls, data, "config", optional={"features"})
         bands = []
         for i, band in enumerate(top["bands"]):
             entry = _fields(BandConfig, band, f"bands[{i}]")
@@ -64,21 +82,27 @@ class MBDConfig:
             )
         if not bands:
             raise ValueError("config: a model needs at least one band")
+        codec, features = top["codec"], top.get("features")
         return cls(
             sample_rate=int(top["sample_rate"]),
-            codec=CodecConfig(**_fields(CodecConfig, top["codec"], "config.codec", partial=True)),
+            codec=None if codec is None else CodecConfig(**_fields(CodecConfig, codec, "config.codec", partial=True)),
             bands=tuple(bands),
+            features=None
+            if features is None
+            else MelConfig(**_fields(MelConfig, features, "config.features", partial=True)),
         )
 
 
-def _fields(cls: type, data: Any, where: str, partial: bool = False) -> dict[str, Any]:
+def _fields(
+    cls: type, data: Any, where: str, partial: bool = False, optional: frozenset[str] | set[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a table, got {type(data).__name__}")
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(names)})")
-    missing = names - set(data)
+    missing = names - set(data) - set(optional)
     if missing and not partial:
         raise ValueError(f"{where}: missing keys {sorted(missing)}")
     return dict(data)

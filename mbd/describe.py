@@ -49,10 +49,17 @@ def _describe_checkpoint(path: Path) -> str:
     params = sum(t.numel() for name, t in tensors.items() if ".unet." in name)
     lines = [
         f"{path}: MBD checkpoint, {len(config['bands'])} band(s), {config['sample_rate']} Hz, "
-        f"codec {config['codec']['name']} with {config['codec']['n_q']} codebooks, {params:,} U-Net parameters"
+        f"{_condition(config)}, {params:,} U-Net parameters"
     ]
     for i, band in enumerate(config["bands"]):
         unet, processor = band["unet"], band["processor"]
         eq = "no EQ processor" if processor is None else f"EQ processor (power_std {processor['power_std']})"
         lines.append(f"  band {i}: U-Net hidden {unet['hidden']}, depth {unet['depth']}, {eq}")
     return "\n".join(lines)
+
+
+def _condition(config: dict) -> str:
+    if config.get("features") is not None:
+        mel = config["features"]
+        return f"{mel['n_mels']}-bin log-mel input (n_fft {mel['n_fft']}, hop {mel['hop_length']})"
+    return f"codec {config['codec']['name']} with {config['codec']['n_q']} codebooks"

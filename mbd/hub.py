@@ -44,27 +44,36 @@ class ModelEntry:
     """One pretrained MBD model of the manifest.
 
     `file` is the upstream file at `url`; it is converted once to `cache_path` (our safetensors format).
+    A `bundled` model instead ships inside the package (`file` next to the manifest, in our format) and
+    needs no download: it has no `url`, and no `codec`/`n_q` when it is conditioned on mel spectrograms
+    (`input = "mel"`).
     """
 
     name: str
     file: str
-    url: str
-    codec: str
-    n_q: int
     sample_rate: int
     license: str
     license_url: str
+    url: str | None = None
+    codec: str | None = None
+    n_q: int | None = None
+    input: str = "tokens"
+    bundled: bool = False
     sha256: str | None = None
     size: int | None = None
 
+    def __post_init__(self) -> None:
+        if not self.bundled and (self.url is None or self.codec is None or self.n_q is None):
+            raise TypeError("a downloaded model needs 'url', 'codec' and 'n_q'")
+
     @property
     def cache_path(self) -> Path:
-        """Where the converted model lives: `cache_dir() / "<name>.safetensors"`."""
-        return cache_dir() / f"{self.name}.safetensors"
+        """Where the model file lives: the packaged file when bundled, else `cache_dir() / "<name>.safetensors"`."""
+        return _bundled_path(self.file) if self.bundled else cache_dir() / f"{self.name}.safetensors"
 
     @property
     def is_cached(self) -> bool:
-        """Whether the converted model is in the cache (no download or conversion needed)."""
+        """Whether the model file is available locally (no download or conversion needed)."""
         return self.cache_path.is_file()
 
 
@@ -111,6 +120,18 @@ def _manifest() -> tuple[dict[str, tp.Any], str]:
         return tomllib.loads(text), where
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"invalid manifest {where}: {err}") from err
+
+
+def _bundled_path(file: str) -> Path:
+    """A file shipped in the package `mbd.checkpoints` (or in the source tree's checkpoints/ folder)."""
+    try:
+        resource = importlib.resources.files("mbd.checkpoints") / file
+        with importlib.resources.as_file(resource) as path:  # a real path for installed packages
+            if Path(path).is_file():
+                return Path(path)
+    except ModuleNotFoundError:  # a source checkout that is not installed
+        pass
+    return Path(__file__).resolve().parents[1] / "checkpoints" / file
 
 
 def _entries(cls: type, section: str) -> dict[str, tp.Any]:
@@ -321,8 +342,17 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     entry = entries[str(name_or_path)]
     _notice_licence(entry)
     dst = entry.cache_path
+    if entry.bundled:  # shipped with the package: never downloaded
+        if not dst.is_file():
+            raise OfflineError(f"the bundled model '{entry.name}' is missing from the installation ({dst}); "
+                               "reinstall mbd")
+        problem = None if entry.sha256 is None else _check_sha256(_file_sha256(dst), entry.sha256, None)
+        if problem:
+            raise DownloadError(f"{dst}: the bundled model '{entry.name}' is damaged ({problem}); reinstall mbd")
+        return dst
     if dst.is_file():
         return dst
+    assert entry.url is not None  # checked by ModelEntry
     if entry.file.endswith(".safetensors"):  # already in our format
         return download(entry.url, dst, sha256=entry.sha256, size=entry.size)
     src = cache_dir() / entry.file

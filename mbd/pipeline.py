@@ -1,8 +1,9 @@
-"""MultiBandDiffusion: tokens to waveform with one diffusion model per frequency band (spec §a).
+"""MultiBandDiffusion: tokens or log-mels to waveform with one diffusion model per frequency band (spec §a).
 
 Each band pairs a U-Net with its noise schedule and, optionally, its EQ processor. Every band samples the
 whole waveform band-limited to its range; the outputs are summed and, for tokens, re-EQ'd against the
-codec's own decode.
+codec's own decode. A model is conditioned either on a codec's latents (`config.codec`) or on continuous
+features computed from audio (`config.features`, a log-mel: see `mbd.mel`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .chunking import decode_in_chunks
 from .config import BandConfig, MBDConfig
 from .eq import re_eq
 from .fused import FusedUNet, sample_fused, unstack_bands
+from .mel import MelSpectrogram
 from .noise import all_draws, band_draws
 from .options import DTYPES, FAITHFUL, DType, InferenceOptions
 from .processor import BandProcessor
@@ -58,7 +60,7 @@ class MultiBandDiffusion(nn.Module):
     Args:
         config: model configuration.
         codec: the codec that turns tokens into latents and audio; needed by `tokens_to_wav` and
-            `regenerate`, not by `generate`.
+            `regenerate` of token models, not by `generate`. Mel models (`config.features`) have none.
     """
 
     def __init__(self, config: MBDConfig, codec: nn.Module | None = None) -> None:
@@ -66,6 +68,7 @@ class MultiBandDiffusion(nn.Module):
         self.config = config
         self.bands = nn.ModuleList(Band(band, config.sample_rate) for band in config.bands)
         self.codec = codec
+        self.features = None if config.features is None else MelSpectrogram(config.features)
 
     # --- construction -----------------------------------------------------------------------------------
 
@@ -90,7 +93,9 @@ class MultiBandDiffusion(nn.Module):
         ]
         if wrong:
             raise checkpoint.CheckpointError(f"checkpoint shapes do not match its config: {wrong[:8]}")
-        model.bands.load_state_dict({name.removeprefix("bands."): t for name, t in tensors.items()})
+        # Files may store fp16 weights to stay small; the model always runs from float32 weights.
+        state = {name.removeprefix("bands."): t.float() if t.is_floating_point() else t for name, t in tensors.items()}
+        model.bands.load_state_dict(state)
         return model.eval()
 
     @classmethod
@@ -111,7 +116,7 @@ class MultiBandDiffusion(nn.Module):
             path = hub.resolve_model(name_or_path)
         config, tensors = checkpoint.load(path)
         model = cls.from_state(config, tensors, codec)
-        if model.codec is None and load_codec:
+        if model.codec is None and load_codec and model.config.codec is not None:
             from .codec import load_codec as build_codec
 
             model.codec = build_codec(model.config.codec.name, model.config.codec.n_q)
@@ -136,9 +141,17 @@ class MultiBandDiffusion(nn.Module):
         return next(self.bands.parameters()).device
 
     def _require_codec(self) -> nn.Module:
+        if self.features is not None:
+            raise RuntimeError("this is a mel model: it has no codec; use `vocode(mel)` or `regenerate(wav, sr)`")
         if self.codec is None:
             raise RuntimeError("this model was loaded without a codec; pass `codec=` to from_pretrained")
         return self.codec
+
+    def _require_features(self) -> MelSpectrogram:
+        if self.features is None:
+            raise RuntimeError("this model is conditioned on codec tokens, not on mel spectrograms: use a mel "
+                               "model (e.g. 'mel24k') for vocode()")
+        return self.features
 
     @torch.no_grad()
     def generate(
@@ -260,7 +273,9 @@ class MultiBandDiffusion(nn.Module):
 
     @property
     def hop_length(self) -> int:
-        """Audio samples per latent frame."""
+        """Audio samples per latent (or feature) frame."""
+        if self.features is not None:
+            return self.features.hop_length
         codec = self.codec
         if codec is not None:
             return int(codec.hop_length)
@@ -316,14 +331,54 @@ class MultiBandDiffusion(nn.Module):
     ) -> torch.Tensor:
         """Encode audio `[B, C, L]` with the codec and decode it again with MBD, at the input's rate.
 
-        As in AudioCraft there is no re-EQ here. The other arguments are those of `generate`.
+        For a mel model (`config.features`) the audio goes to log-mel and back through `vocode`, each
+        channel on its own. As in AudioCraft there is no re-EQ here. The other arguments are those of `generate`.
         """
-        codec = self._require_codec()
         wav = wav.to(self.device)
         if sample_rate != self.sample_rate:
             wav = julius.resample_frac(wav, sample_rate, self.sample_rate)
-        latents = codec.latents(codec.encode(wav))
-        out = self.generate(latents, length=wav.shape[-1], steps=steps, generator=generator, options=options)
+        if self.features is not None:
+            B, C, L = wav.shape
+            mel = self.features(wav.reshape(B * C, 1, L))[..., : self.features.config.frames(L)]  # [B*C, n_mels, T]
+            out = self.vocode(mel, steps=steps, generator=generator, options=options)[..., :L].reshape(B, C, L)
+        else:
+            codec = self._require_codec()
+            latents = codec.latents(codec.encode(wav))
+            out = self.generate(latents, length=wav.shape[-1], steps=steps, generator=generator, options=options)
         if sample_rate != self.sample_rate:
             out = julius.resample_frac(out, self.sample_rate, sample_rate)
         return out
+
+    @torch.no_grad()
+    def vocode(
+        self,
+        mel: torch.Tensor,
+        *,
+        steps: list[int] | None = None,
+        generator: torch.Generator | None = None,
+        options: InferenceOptions = FAITHFUL,
+        mel_eq: float = 1.0,
+    ) -> torch.Tensor:
+        """Log-mel spectrogram to audio (mel models only).
+
+        The mel follows the model's `config.features` (for `mel24k`: Vocos' 24 kHz, hop 256, 100-bin natural-log
+        magnitude mel; see `mbd.mel`). In place of the codec models' re-EQ against the codec decode, the sum of
+        the bands is re-EQ'd against the mel itself, per frame and mel band (`MelSpectrogram.equalize`; chosen
+        by measurement, see checkpoints/mel24k.md).
+
+        Args:
+            mel: log-mel `[n_mels, T]` or `[B, n_mels, T]`; checked by `MelSpectrogram.check` (errors for
+                the wrong bins, a transposed input or NaN/inf; a warning for a linear-looking scale).
+            steps, generator, options: as for `generate`.
+            mel_eq: strictness of that re-EQ, 0 (off) to 1 (match the mel fully).
+
+        Returns:
+            audio `[B, 1, T * hop]` (`[1, T * hop]` for a `[n_mels, T]` input).
+        """
+        features = self._require_features()
+        batched = mel.dim() == 3
+        mel = features.check(mel).to(self.device)  # [B, n_mels, T]
+        length = mel.shape[-1] * features.hop_length
+        wav = self.generate(features.condition(mel), length=length, steps=steps, generator=generator, options=options)
+        wav = features.equalize(wav, mel, mel_eq)
+        return wav if batched else wav[0]

@@ -149,3 +149,19 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch) -> None:
         checkpoint.save(path, {"x": 1}, {"t": torch.zeros(2)})
     assert path.read_bytes() == b"previous good file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_our_file_is_not_taken_for_a_pickle_when_its_first_byte_is_0x80(tmp_path) -> None:
+    """A safetensors file starts with its header size; when that starts with byte 0x80 (a pickle's first
+    opcode), the file must still be read as ours (the bundled mel24k.safetensors once hit this)."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    for pad in range(256):
+        metadata = {"format": "mbd", "format_version": "1", "config": "{}", "pad": "x" * pad}
+        save_file({"w": torch.zeros(2)}, str(path), metadata=metadata)
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    config, tensors = checkpoint.load(path)
+    assert config == {} and torch.equal(tensors["w"], torch.zeros(2))

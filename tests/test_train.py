@@ -95,7 +95,13 @@ def test_shipped_recipes_parse(path: Path) -> None:
     config = load_recipe(path)
     assert config.n_bands == 4 and sorted(b.index for b in config.band) == [0, 1, 2, 3]
     assert Path(config.data.paths[0]).is_absolute()
-    if path.stem != "tiny":  # the paper's settings
+    if path.stem == "mel24k":  # the bundled mel vocoder (checkpoints/mel24k.md)
+        assert config.conditioner == "mel" and config.unet.codec_dim == config.mel.n_mels == 100
+        assert config.unet.stride**config.unet.depth == config.mel.hop_length == 256
+        assert config.data.valid_paths and [config.processor_config(b) is None for b in range(4)] == [
+            True, True, False, False
+        ]  # fmt: skip
+    elif path.stem != "tiny":  # the paper's settings
         u, s, o = config.unet, config.schedule, config.optim
         assert (u.hidden, u.growth, u.depth, u.res_blocks, u.codec_dim) == (48, 4, 4, 2, 128)
         assert (s.beta_t0, s.beta_t1, s.beta_exp, s.num_steps) == (1e-5, 2.9e-2, 7.5, 1000)

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "assemble":
             args = _assemble_parser().parse_args(argv[1:])
             config = assemble(args.bands, args.output)
-            print(f"wrote {args.output}: {len(config.bands)} bands, {config.sample_rate} Hz, {config.codec.name}")
+            condition = config.codec.name if config.codec is not None else f"{config.features.n_mels}-bin log-mel"
+            print(f"wrote {args.output}: {len(config.bands)} bands, {config.sample_rate} Hz, {condition}")
             return 0
         args = _train_parser().parse_args(argv)
         config = load_recipe(args.recipe)

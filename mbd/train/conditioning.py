@@ -1,5 +1,9 @@
-"""Conditioning latents for training: the codec latent of the full-band clip (spec §f, "Condition").
+"""Conditioning for training: the codec latent (spec §f, "Condition") or the log-mel of the full-band clip.
 
+`Conditioner` computes codec latents, `MelConditioner` log-mel features (`mbd.mel`, the same definition as at
+inference); the recipe's `conditioner` picks one. Both map a batch of crops to `[B, D, T]`.
+
+For the codec:
 By default every crop is encoded on the fly, as AudioCraft does. With a cache folder, each file is encoded
 once as a whole and its latent stored on disk; a crop then takes the latent frames under it (crop starts
 are aligned to the codec hop). That is much faster; the frames near a crop's edges then see the audio
@@ -16,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..codec import Codec
+from ..mel import MelConfig, MelSpectrogram
 from .data import AudioFile, Crop, read_clip
 
 
@@ -81,3 +86,43 @@ class Conditioner:
         stat = os.stat(file.path)
         ident = f"{file.path}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}|{self.length}|{self.tag}"
         return hashlib.sha1(ident.encode()).hexdigest()
+
+
+class MelConditioner:
+    """Computes the U-Net's log-mel conditioning `[B, n_mels, ceil(L / hop)]` for a batch of crops.
+
+    The mel of each crop is computed on the fly (cheap next to the U-Net), normalised as at inference
+    (`MelSpectrogram.condition`), and its last centred frame dropped when `L` is a multiple of the hop, so
+    that one frame is one bottleneck frame, as in `MultiBandDiffusion.vocode`.
+
+    Args:
+        config: the mel definition.
+        sample_rate: training sample rate (must equal the mel's).
+    """
+
+    align = 1
+
+    def __init__(self, config: MelConfig, sample_rate: int) -> None:
+        if config.sample_rate != sample_rate:
+            raise ValueError(f"data.sample_rate {sample_rate} differs from mel.sample_rate {config.sample_rate}")
+        self.mel = MelSpectrogram(config)
+        self._device = torch.device("cpu")
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @device.setter
+    def device(self, device: torch.device) -> None:
+        self._device = torch.device(device)
+        self.mel = self.mel.to(self._device)
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """Conditioning of full-band audio `[B, 1, L]` -> `[B, n_mels, ceil(L / hop)]`."""
+        frames = self.mel.config.frames(wav.shape[-1])
+        return self.mel.condition(self.mel(wav.to(self._device))[..., :frames])
+
+    def __call__(self, wav: torch.Tensor, crops: list[Crop], files: list[AudioFile]) -> torch.Tensor:
+        """Conditioning of the crops `wav` `[B, 1, L]`, `[B, n_mels, ceil(L / hop)]`."""
+        return self.encode(wav)

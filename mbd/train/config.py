@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..mel import MelConfig
 from ..processor import ProcessorConfig
 from ..schedule import PowerSchedule
 from ..unet import UNetConfig
@@ -131,7 +132,9 @@ class TrainConfig:
         seed: seeds the model initialisation and every random draw of training.
         out_dir: where checkpoints and logs go (one sub-folder per band).
         n_bands: number of mel bands the waveform is split into (4 in MBD).
-        data, codec, unet, schedule, optim, log: see their classes.
+        conditioner: what conditions the U-Net: "codec" (the codec latent of `[codec]`, as MBD) or "mel"
+            (the log-mel of `[mel]`, `mbd.mel`; `unet.codec_dim` must equal `mel.n_mels`).
+        data, codec, mel, unet, schedule, optim, log: see their classes.
         processor: shared EQ settings (`n_bands`, `num_samples`; `power_std` comes from each band).
         band: per-band settings, one per trained band.
     """
@@ -140,8 +143,10 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/mbd"
     n_bands: int = 4
+    conditioner: typing.Literal["codec", "mel"] = "codec"
     data: DataConfig = field(default_factory=DataConfig)
     codec: CodecTrainConfig = field(default_factory=CodecTrainConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     schedule: PowerSchedule = field(default_factory=PowerSchedule)
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
@@ -268,6 +273,19 @@ def validate(config: TrainConfig) -> TrainConfig:
         )
     if config.unet.channels != 1:
         raise RecipeError("unet.channels must be 1: MBD models mono audio")
+    if config.conditioner == "mel":
+        m = config.mel
+        if m.sample_rate != d.sample_rate:
+            raise RecipeError(f"mel.sample_rate ({m.sample_rate}) must equal data.sample_rate ({d.sample_rate})")
+        if config.unet.codec_dim != m.n_mels:
+            raise RecipeError(f"unet.codec_dim ({config.unet.codec_dim}) must equal mel.n_mels ({m.n_mels})")
+        if m.hop_length != config.unet.stride**config.unet.depth:
+            raise RecipeError(
+                f"mel.hop_length ({m.hop_length}) must equal the U-Net's bottleneck hop, unet.stride ** unet.depth "
+                f"({config.unet.stride ** config.unet.depth})"
+            )
+        for value, where in [(m.n_fft, "mel.n_fft"), (m.n_mels, "mel.n_mels"), (m.norm_std, "mel.norm_std")]:
+            _positive(value, where)
     if config.n_bands < 1:
         raise RecipeError(f"n_bands must be >= 1, got {config.n_bands}")
     if not config.band:

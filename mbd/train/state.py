@@ -30,10 +30,12 @@ STATE_KIND = "mbd-train-state"
 
 def band_model_config(config: TrainConfig, band: int) -> MBDConfig:
     """The 1-band inference config of band `band`."""
+    mel = config.conditioner == "mel"
     return MBDConfig(
         sample_rate=config.data.sample_rate,
-        codec=CodecConfig(config.codec.name, config.codec.n_q),
+        codec=None if mel else CodecConfig(config.codec.name, config.codec.n_q),
         bands=(BandConfig(config.unet, config.schedule, config.processor_config(band)),),
+        features=config.mel if mel else None,
     )
 
 
@@ -137,14 +139,17 @@ def assemble(paths: list[str | os.PathLike], out: str | os.PathLike) -> MBDConfi
         for name, value in band_tensors.items():
             index, rest = name.removeprefix("bands.").split(".", 1)
             tensors[f"bands.{offset + int(index)}.{rest}"] = value
-        if configs and (model.sample_rate, model.codec) != (configs[0].sample_rate, configs[0].codec):
+        first = configs[0] if configs else model
+        if (model.sample_rate, model.codec, model.features) != (first.sample_rate, first.codec, first.features):
             raise ValueError(
-                f"{path}: sample rate/codec {model.sample_rate}/{model.codec} differ from the first file's "
-                f"{configs[0].sample_rate}/{configs[0].codec}"
+                f"{path}: sample rate/codec/features {model.sample_rate}/{model.codec}/{model.features} differ "
+                f"from the first file's {first.sample_rate}/{first.codec}/{first.features}"
             )
         configs.append(model)
     _check_order([Path(p) for p in paths], sum(len(c.bands) for c in configs))
-    merged = MBDConfig(configs[0].sample_rate, configs[0].codec, tuple(b for c in configs for b in c.bands))
+    merged = MBDConfig(
+        configs[0].sample_rate, configs[0].codec, tuple(b for c in configs for b in c.bands), configs[0].features
+    )
     checkpoint.save(out, merged.to_dict(), tensors)
     return merged
 

@@ -35,7 +35,7 @@ from ..codec import Codec, load_codec
 from ..processor import BandProcessor
 from ..unet import DiffusionUNet
 from . import evaluate, state
-from .conditioning import Conditioner
+from .conditioning import Conditioner, MelConditioner
 from .config import RecipeError, TrainConfig
 from .data import CropSampler, scan, split_files, validation_clips
 from .logs import Board, CsvLog, Progress
@@ -100,6 +100,7 @@ def check_lengths(config: TrainConfig, hop: int) -> None:
 def _recipe_mismatch(stored: dict, current: dict) -> list[str]:
     """Recipe keys that differ between a stored state and the current recipe (steps and logging may change)."""
     current = json.loads(json.dumps(current))
+    stored = {"conditioner": "codec", "mel": current.get("mel"), **stored}  # states from before mel conditioning
     diffs = []
     for key, value in current.items():
         if key in ("log", "out_dir"):
@@ -130,7 +131,7 @@ def train_band(
         out_dir: run folder.
         resume: continue from `state.safetensors` when it exists.
         device: torch device; default CUDA (the local rank's) when available, else CPU.
-        codec: an already built codec; default `load_codec(config.codec...)`.
+        codec: an already built codec; default `load_codec(config.codec...)` (unused with `conditioner = "mel"`).
     """
     config.band_config(band)  # unknown band: fail early
     env = setup_distributed(device)
@@ -158,14 +159,19 @@ def train_band(
             f"band {band}: {len(train_files)} training files ({hours:.2f} h), {len(valid_files)} validation "
             f"clips, {skipped} unreadable files skipped"
         )
-    if codec is None:
-        codec = load_codec(config.codec.name, config.codec.n_q, config.codec.weights)
-    if int(codec.n_q) != config.codec.n_q:
-        raise RecipeError(f"codec.n_q = {config.codec.n_q} but the codec uses {codec.n_q} codebooks")
-    check_lengths(config, int(codec.hop_length))
-    codec = codec.to(env.device) if isinstance(codec, torch.nn.Module) else codec
-    tag = f"{config.codec.name}|{config.codec.n_q}|{config.codec.weights}"
-    conditioner = Conditioner(codec, config.codec.cache_dir, sr, length, tag)
+    conditioner: Conditioner | MelConditioner
+    if config.conditioner == "mel":
+        check_lengths(config, config.mel.hop_length)
+        conditioner = MelConditioner(config.mel, sr)
+    else:
+        if codec is None:
+            codec = load_codec(config.codec.name, config.codec.n_q, config.codec.weights)
+        if int(codec.n_q) != config.codec.n_q:
+            raise RecipeError(f"codec.n_q = {config.codec.n_q} but the codec uses {codec.n_q} codebooks")
+        check_lengths(config, int(codec.hop_length))
+        codec = codec.to(env.device) if isinstance(codec, torch.nn.Module) else codec
+        tag = f"{config.codec.name}|{config.codec.n_q}|{config.codec.weights}"
+        conditioner = Conditioner(codec, config.codec.cache_dir, sr, length, tag)
     conditioner.device = env.device
     sampler = CropSampler(train_files, sr, length, conditioner.align)
 

@@ -1,0 +1,184 @@
+"""Log-mel features: the continuous conditioning of mel vocoder models (one definition for training and inference).
+
+The convention is Vocos' (and that of many TTS pipelines feeding a 24 kHz vocoder): a magnitude
+(power 1) mel spectrogram with torchaudio's defaults (HTK mel scale, no filter normalisation, centred
+frames with reflect padding, periodic Hann window), then `log(clamp(mel, min=1e-5))`. At hop 256 one mel
+frame is one bottleneck frame of a depth-4, stride-4 U-Net, so a mel `[n_mels, T]` is vocoded to
+`T * hop` samples.
+
+The U-Net sees the log-mel shifted and scaled by fixed constants (`MelConfig.norm_mean`, `norm_std`), a
+purely numerical convenience that keeps the conditioning near unit scale; users always see the raw log-mel.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import nn
+
+
+class MelError(ValueError):
+    """A mel spectrogram does not fit the model (shape, orientation, values)."""
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Args:
+    sample_rate: audio sample rate in Hz.
+    n_fft: FFT size (and window length).
+    hop_length: samples between frames.
+    n_mels: mel bins.
+    f_min, f_max: mel filter range in Hz (f_max None: sample_rate / 2).
+    clip_val: the magnitude floor before the natural log.
+    norm_mean, norm_std: the U-Net sees `(log_mel - norm_mean) / norm_std`.
+    """
+
+    sample_rate: int = 24_000
+    n_fft: int = 1024
+    hop_length: int = 256
+    n_mels: int = 100
+    f_min: float = 0.0
+    f_max: float | None = None
+    clip_val: float = 1e-5
+    norm_mean: float = -1.0
+    norm_std: float = 2.4
+
+    def frames(self, length: int) -> int:
+        """Conditioning frames for `length` samples: `ceil(length / hop)` (the centred STFT has one more)."""
+        return -(-length // self.hop_length)
+
+
+class MelSpectrogram(nn.Module):
+    """Audio to log-mel features, and their checks and normalisation for the U-Net.
+
+    Args:
+        config: the mel definition.
+    """
+
+    def __init__(self, config: MelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            f_min=config.f_min,
+            f_max=config.f_max,
+            center=True,
+            power=1,
+        )
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    def features(self, wav: torch.Tensor) -> torch.Tensor:
+        """Log-mel of mono audio.
+
+        Args:
+            wav: audio `[B, 1, L]`.
+
+        Returns:
+            natural-log magnitude mel `[B, n_mels, L // hop + 1]`.
+        """
+        if wav.dim() != 3 or wav.shape[1] != 1:
+            raise ValueError(f"wav must be mono [B, 1, L], got {tuple(wav.shape)}")
+        mel = self.mel(wav[:, 0].float())  # [B, n_mels, T]
+        return torch.log(mel.clamp(min=self.config.clip_val))
+
+    forward = features
+
+    def condition(self, mel: torch.Tensor) -> torch.Tensor:
+        """Raw log-mel `[B, n_mels, T]` to the U-Net's conditioning `[B, n_mels, T]`."""
+        return (mel - self.config.norm_mean) / self.config.norm_std
+
+    def equalize(self, wav: torch.Tensor, mel: torch.Tensor, strictness: float = 1.0) -> torch.Tensor:
+        """Re-EQ audio against a log-mel, frame by frame and mel band by mel band (the mel analogue of MBD's
+        re-EQ against the codec decode, at the mel's time and frequency resolution).
+
+        Each mel band's energy in each frame is scaled towards the target: the log gains
+        `strictness * (mel - log_mel(wav))` are spread to the STFT bins by the mel filters' weights, the
+        STFT magnitudes are scaled and the phases kept, then inverted.
+
+        Args:
+            wav: audio `[B, 1, L]`, `L = T * hop`.
+            mel: the target log-mel `[B, n_mels, T]` (or `T + 1` frames).
+            strictness: 0 returns `wav` unchanged, 1 matches the target fully.
+
+        Returns:
+            audio `[B, 1, L]`.
+        """
+        if strictness == 0:
+            return wav
+        c = self.config
+        window = torch.hann_window(c.n_fft, device=wav.device)
+        spec = torch.stft(wav[:, 0].float(), c.n_fft, c.hop_length, window=window, return_complex=True)  # [B, F, T']
+        fb = self.mel.mel_scale.fb  # [F, n_mels]
+        have = torch.log((fb.T @ spec.abs()).clamp(min=c.clip_val))  # [B, n_mels, T']
+        frames = spec.shape[-1]
+        want = F.pad(mel.float(), (0, frames - mel.shape[-1]), mode="replicate") if mel.shape[-1] < frames else mel
+        log_gain = strictness * (want[..., :frames] - have)  # [B, n_mels, T']
+        weights = fb / fb.sum(dim=1, keepdim=True).clamp(min=1e-8)  # [F, n_mels]: bins without a filter keep gain 1
+        spec = spec * torch.exp(weights @ log_gain)  # [B, F, T']
+        out = torch.istft(spec, c.n_fft, c.hop_length, window=window, length=wav.shape[-1])  # [B, L]
+        return out[:, None].to(wav.dtype)
+
+    def check(self, mel: torch.Tensor, name: str = "mel") -> torch.Tensor:
+        """Validate a user's log-mel and return it as `[B, n_mels, T]` float32.
+
+        Raises `MelError` for the wrong number of bins, a transposed `[T, n_mels]` input, NaN/inf or too few
+        frames; warns when the values look like a linear (not log) magnitude mel.
+
+        Args:
+            mel: `[n_mels, T]` or `[B, n_mels, T]`.
+        """
+        n = self.config.n_mels
+        if not isinstance(mel, torch.Tensor):
+            raise MelError(f"{name}: expected a tensor or numpy array, got {type(mel).__name__}")
+        shape = tuple(mel.shape)
+        if mel.dim() == 2:
+            mel = mel[None]
+        if mel.dim() != 3:
+            raise MelError(f"{name}: expected [n_mels, T] or [B, n_mels, T] with n_mels = {n}, got {shape}")
+        if mel.is_complex() or not mel.is_floating_point():
+            raise MelError(f"{name}: expected real floating-point log-mel values, got {mel.dtype}")
+        if mel.shape[1] != n:
+            if mel.shape[2] == n:
+                raise MelError(
+                    f"{name}: shape {shape} looks transposed ([T, n_mels]); this model expects "
+                    f"[n_mels, T] with n_mels = {n}: pass mel.T (or mel.transpose(-1, -2))"
+                )
+            raise MelError(f"{name}: has {mel.shape[1]} mel bins, this model expects {n} (shape {shape})")
+        if mel.shape[2] < 2:
+            raise MelError(f"{name}: needs at least 2 frames, got {mel.shape[2]}")
+        if not torch.isfinite(mel).all():
+            bad = (~torch.isfinite(mel)).sum().item()
+            raise MelError(f"{name}: holds {bad} NaN or infinite values")
+        low, high = mel.min().item(), mel.max().item()
+        floor = math.log(self.config.clip_val)
+        if low >= 0:
+            warnings.warn(
+                f"{name}: all values are >= 0 (max {high:.3g}): this looks like a linear magnitude "
+                f"(or power) mel, but the model expects the natural log, log(clamp(mel, min={self.config.clip_val:g})) "
+                f"(values roughly {floor:.1f} .. 5)",
+                UserWarning,
+                stacklevel=4,
+            )
+        elif low < floor - 1e-3 or high > 12:
+            warnings.warn(
+                f"{name}: values span {low:.3g} .. {high:.3g}, outside the natural-log mel range "
+                f"({floor:.1f} .. about 5): is it log10, dB or another normalisation?",
+                UserWarning,
+                stacklevel=4,
+            )
+        return mel.float()
