@@ -122,6 +122,14 @@ def _free(path: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{path}: already exists (use --overwrite to replace it)")
 
 
+def _planned_outputs(args: argparse.Namespace, item: Item, single: bool, suffix: str, count: int) -> list[Path]:
+    """The output paths of an input holding `count` clips (numbered when more than one), each free to write."""
+    outs = [output_path(args.output, item, single, suffix, b if count > 1 else None) for b in range(count)]
+    for out in outs:
+        _free(out, args.overwrite)
+    return outs
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     report = Report()
     options = _options(args)
@@ -145,11 +153,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
                     f"{item.path}: tokens of a {token_file.sample_rate} Hz codec, but the model runs at "
                     f"{mbd.sample_rate} Hz"
                 )
-            many = codes.shape[0] > 1
-            outs = [output_path(args.output, item, single, suffix, b if many else None) for b in range(len(codes))]
-            for out in outs:
-                _free(out, args.overwrite)
-            ready.append((item, codes, outs))
+            ready.append((item, codes, _planned_outputs(args, item, single, suffix, len(codes))))
         except (TokenError, FileExistsError) as err:
             report.fail(str(err))
     _decode_batches(mbd, ready, lambda codes: decode_codes(mbd, codes, options), args, report)
@@ -187,11 +191,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     for item in items:
         try:
             mel = _read_mel(item.path, mbd, report)
-            many = mel.shape[0] > 1
-            outs = [output_path(args.output, item, single, suffix, b if many else None) for b in range(len(mel))]
-            for out in outs:
-                _free(out, args.overwrite)
-            ready.append((item, mel, outs))
+            ready.append((item, mel, _planned_outputs(args, item, single, suffix, len(mel))))
         except (MelError, FileExistsError) as err:
             report.fail(str(err))
 

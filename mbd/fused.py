@@ -89,59 +89,16 @@ def _shared_input_conv(convs: Sequence[nn.Conv1d]) -> nn.Conv1d:
     return fused.to(first.weight)
 
 
-class MatmulConv1d(nn.Module):
-    """A grouped `Conv1d` computed as one batched GEMM over im2col columns.
-
-    On CPUs, oneDNN's direct convolution is slow for the wide, short layers at the bottom of the U-Net
-    (3072 channels, L / 256 frames); a GEMM on the unfolded input is ~1.7x faster there (measured on 2
-    cores, see benchmarks/README.md). The result equals the convolution up to float summation order.
-
-    Args:
-        conv: the grouped convolution to replace (each group is one band).
-    """
-
-    def __init__(self, conv: nn.Conv1d) -> None:
-        super().__init__()
-        n, c_out, k = conv.groups, conv.out_channels // conv.groups, conv.kernel_size[0]
-        self.groups, self.kernel, self.stride = n, k, conv.stride[0]
-        self.padding, self.dilation = conv.padding[0], conv.dilation[0]
-        # [n * C_out, C_in, K] -> [n, C_out, C_in * K]
-        self.weight = nn.Parameter(conv.weight.detach().reshape(n, c_out, -1).clone(), requires_grad=False)
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`[B, n * C_in, L] -> [B, n * C_out, L_out]`."""
-        b = x.shape[0]
-        x = F.pad(x, (self.padding, self.padding))
-        span = (self.kernel - 1) * self.dilation + 1
-        cols = x.unfold(-1, span, self.stride)[..., :: self.dilation]  # [B, n * C_in, L_out, K]
-        frames = cols.shape[2]
-        cols = cols.reshape(b, self.groups, -1, frames, self.kernel).transpose(-1, -2)  # [B, n, C_in, K, L_out]
-        y = torch.matmul(self.weight, cols.reshape(b, self.groups, -1, frames))  # [B, n, C_out, L_out]
-        y = y.reshape(b, -1, frames)
-        return y if self.bias is None else y + self.bias[:, None]
-
-
-def _use_matmul(module: nn.Module, min_size: int) -> None:
-    """Replace every grouped Conv1d with `C_in / groups * K >= min_size` by a `MatmulConv1d`, in place."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.Conv1d) and child.in_channels // child.groups * child.kernel_size[0] >= min_size:
-            module._modules[name] = MatmulConv1d(child)
-        else:
-            _use_matmul(child, min_size)
-
-
 class FusedUNet(nn.Module):
     """n `DiffusionUNet`s of one config evaluated as one grouped network.
 
     Args:
         unets: the band models, all built from the same `UNetConfig`.
-        matmul_min_size: compute convolutions with `C_in * K >= matmul_min_size` per band as a GEMM
-            (`MatmulConv1d`); None keeps every convolution. 4096 moves the two bottom levels on the released
-            size, which is what pays on CPU.
+
+    On CPU, `mbd.gemm_conv.use_gemm(fused)` then computes the widest layers as GEMMs.
     """
 
-    def __init__(self, unets: Sequence[DiffusionUNet], matmul_min_size: int | None = None) -> None:
+    def __init__(self, unets: Sequence[DiffusionUNet]) -> None:
         super().__init__()
         configs = {u.config for u in unets}
         if len(configs) != 1:
@@ -150,9 +107,6 @@ class FusedUNet(nn.Module):
         self.n_bands = len(unets)
         self.encoders = _stack([u.encoders for u in unets])
         self.decoders = _stack([u.decoders for u in unets])
-        if matmul_min_size is not None:
-            _use_matmul(self.encoders, matmul_min_size)
-            _use_matmul(self.decoders, matmul_min_size)
         tables = [u.embedding for u in unets]
         self.embedding = _stack(tables)
         self.embeddings = _stack([u.embeddings for u in unets]) if unets[0].embeddings is not None else None

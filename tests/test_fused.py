@@ -7,6 +7,7 @@ import torch
 
 from mbd.config import BandConfig, CodecConfig, MBDConfig
 from mbd.fused import FusedUNet, stack_bands, unstack_bands
+from mbd.gemm_conv import use_gemm
 from mbd.options import InferenceOptions
 from mbd.pipeline import MultiBandDiffusion
 from mbd.processor import ProcessorConfig
@@ -44,11 +45,13 @@ def latents(frames: int = 10, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 16, frames, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("matmul", [None, 0])
-def test_forward_matches_per_band(matmul: int | None) -> None:
+@pytest.mark.parametrize("gemm", ["none", "packed", "mm"])
+def test_forward_matches_per_band(gemm: str) -> None:
     model = tiny_mbd()
     unets = [band.unet for band in model.bands]
-    fused = FusedUNet(unets, matmul_min_size=matmul).eval()
+    fused = FusedUNet(unets).eval()
+    if gemm != "none":  # every convolution as GEMMs, with oneDNN-packed or plain weights
+        assert use_gemm(fused, min_weights=0, pack=gemm == "packed") > 0
     x = torch.randn(3, 2, 1, 333)  # [n_bands, B, C, L], L not a multiple of the stride
     c, steps = latents(), torch.tensor([3, 500, 999])
     with torch.no_grad():

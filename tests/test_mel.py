@@ -17,23 +17,16 @@ from mbd import MultiBandDiffusion, checkpoint, hub
 from mbd.cli import main
 from mbd.config import BandConfig, CodecConfig, MBDConfig
 from mbd.mel import MelConfig, MelError, MelSpectrogram
-from mbd.processor import ProcessorConfig
 from mbd.schedule import PowerSchedule
 from mbd.unet import UNetConfig
+from tests.test_pipeline import tiny
 
 SR = 24000
 UNET = UNetConfig(hidden=4, growth=1, depth=4, res_blocks=1, codec_dim=100, num_steps=1000)
 
 
 def tiny_mel_model(seed: int = 0) -> MultiBandDiffusion:
-    torch.manual_seed(seed)
-    bands = (
-        BandConfig(UNET, PowerSchedule(), None),
-        BandConfig(UNET, PowerSchedule(), ProcessorConfig(n_bands=4, num_samples=8, power_std=0.5)),
-    )
-    model = MultiBandDiffusion(MBDConfig(SR, None, bands, features=MelConfig()))
-    model.bands[1].processor.update(torch.randn(8, 1, 4800), generator=torch.Generator().manual_seed(1))
-    return model.eval()
+    return tiny(seed, UNET, codec=None, features=MelConfig())
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +162,6 @@ def test_vocode_shapes_seeding_and_regenerate() -> None:
 
 
 def test_token_model_refuses_vocode() -> None:
-    from tests.test_pipeline import tiny
-
     with pytest.raises(RuntimeError, match="not on mel spectrograms"):
         tiny().vocode(torch.zeros(100, 10))
 
