@@ -40,7 +40,12 @@ def _decode_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed for reproducible output")
     parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpm++2m"], default="ddpm")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    parser.add_argument("--fused", action="store_true", help="run the bands as one grouped network")
+    parser.add_argument(
+        "--fused",
+        action=argparse.BooleanOptionalAction,
+        help="run the bands as one grouped network (default: on a GPU yes; on CPU no, as it holds a second copy "
+        "of the weights)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the fused network (implies --fused)")
     parser.add_argument("--chunk-seconds", type=float, help="decode long audio in crossfaded chunks")
 
@@ -98,12 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_cuda(device: str | None) -> bool:
+    return torch.device(device or default_device()).type == "cuda"
+
+
 def _options(args: argparse.Namespace) -> DecodeOptions:
     if args.steps is not None and args.steps < 1:
         raise CommandError(f"--steps must be >= 1, got {args.steps}")
     inference = InferenceOptions(
         sampler=args.sampler,
-        fused=args.fused or args.compile,
+        fused=args.compile or (args.fused if args.fused is not None else _is_cuda(args.device)),
         dtype=args.dtype,
         compile=args.compile,
         chunk_seconds=args.chunk_seconds,

@@ -12,7 +12,7 @@ import soundfile
 import torch
 
 from mbd import checkpoint
-from mbd.cli import main
+from mbd.cli import _options, build_parser, main
 from tests.conftest import GOLDEN, requires_golden
 
 pytestmark = requires_golden
@@ -207,3 +207,12 @@ def test_missing_model_is_one_clear_line(tmp_path: Path, capsys, monkeypatch) ->
 def test_python_dash_m_help() -> None:
     result = subprocess.run([sys.executable, "-m", "mbd", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "decode" in result.stdout and "regenerate" in result.stdout
+
+
+def test_fused_default_follows_the_device() -> None:
+    def fused(*flags: str) -> bool:
+        return _options(build_parser().parse_args(["decode", "in.npy", "-o", "out.wav", *flags])).inference.fused
+
+    assert not fused("--device", "cpu") and fused("--device", "cpu", "--fused")
+    assert fused("--device", "cuda") and not fused("--device", "cuda", "--no-fused")  # parsing only: no GPU needed
+    assert fused("--device", "cpu", "--compile")
