@@ -148,24 +148,20 @@ def cmd_decode(args: argparse.Namespace) -> int:
     mbd = load_model(args.model, args.device or default_device(), args.codec_weights)
     if mbd.codec is None:
         raise CommandError(f"{args.model} is a mel model: use `mbd vocode` for mel spectrograms")
-    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
-    suffix = _audio_suffix(args, single)
-    ready: list[tuple[Item, torch.Tensor, list[Path]]] = []
-    for item in items:
-        try:
-            token_file = read_tokens(item.path)
-            codes = validate_codes(
-                token_file.codes, n_q=mbd.config.codec.n_q, cardinality=mbd.codec.cardinality, name=str(item.path)
+
+    def read(item: Item) -> torch.Tensor:
+        token_file = read_tokens(item.path)
+        codes = validate_codes(
+            token_file.codes, n_q=mbd.config.codec.n_q, cardinality=mbd.codec.cardinality, name=str(item.path)
+        )
+        if token_file.sample_rate is not None and token_file.sample_rate != mbd.sample_rate:
+            raise TokenError(
+                f"{item.path}: tokens of a {token_file.sample_rate} Hz codec, but the model runs at "
+                f"{mbd.sample_rate} Hz"
             )
-            if token_file.sample_rate is not None and token_file.sample_rate != mbd.sample_rate:
-                raise TokenError(
-                    f"{item.path}: tokens of a {token_file.sample_rate} Hz codec, but the model runs at "
-                    f"{mbd.sample_rate} Hz"
-                )
-            ready.append((item, codes, _planned_outputs(args, item, single, suffix, len(codes))))
-        except (TokenError, FileExistsError) as err:
-            report.fail(str(err))
-    _decode_batches(mbd, ready, lambda codes: decode_codes(mbd, codes, options), args, report)
+        return codes
+
+    _convert_files(mbd, items, read, TokenError, lambda codes: decode_codes(mbd, codes, options), args, report)
     return report.summary("decoded")
 
 
@@ -194,23 +190,37 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     mbd = load_model(args.model, args.device or default_device(), None)
     if mbd.features is None:
         raise CommandError(f"{args.model} is a codec-token model: use `mbd decode`, or a mel model such as mel24k")
-    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
-    suffix = _audio_suffix(args, single)
-    ready: list[tuple[Item, torch.Tensor, list[Path]]] = []
-    for item in items:
-        try:
-            mel = _read_mel(item.path, mbd, report)
-            ready.append((item, mel, _planned_outputs(args, item, single, suffix, len(mel))))
-        except (MelError, FileExistsError) as err:
-            report.fail(str(err))
 
     def run(mel: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # value warnings were already reported per file
             warnings.simplefilter("ignore", UserWarning)
             return vocode_mels(mbd, mel, options)
 
-    _decode_batches(mbd, ready, run, args, report)
+    _convert_files(mbd, items, lambda item: _read_mel(item.path, mbd, report), MelError, run, args, report)
     return report.summary("vocoded")
+
+
+def _convert_files(
+    mbd,  # noqa: ANN001
+    items: list[Item],
+    read: Callable[[Item], torch.Tensor],
+    error: type[Exception],
+    run: Callable[[torch.Tensor], torch.Tensor],
+    args: argparse.Namespace,
+    report: Report,
+) -> None:
+    """Read every input (`read` gives `[B, ...]`; `error` marks a bad file), check its outputs are free, then
+    run and write the good ones in batches; bad files are reported and skipped."""
+    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
+    suffix = _audio_suffix(args, single)
+    ready: list[tuple[Item, torch.Tensor, list[Path]]] = []
+    for item in items:
+        try:
+            data = read(item)
+            ready.append((item, data, _planned_outputs(args, item, single, suffix, len(data))))
+        except (error, FileExistsError) as err:
+            report.fail(str(err))
+    _decode_batches(mbd, ready, run, args, report)
 
 
 def _decode_batches(mbd, ready, run: Callable[[torch.Tensor], torch.Tensor], args: argparse.Namespace, report: Report) -> None:  # noqa: ANN001, E501
