@@ -34,6 +34,12 @@ class DecodeOptions:
     seed: int | None = None
     inference: InferenceOptions = FAITHFUL
 
+    def sampling(self, mbd: MultiBandDiffusion) -> tuple[list[int] | None, torch.Generator | None]:
+        """The step list and the seeded generator (on the model's device) for `mbd`; None for the defaults."""
+        steps = None if self.steps is None else mbd.step_list(self.steps, self.inference.sampler)
+        generator = None if self.seed is None else torch.Generator(mbd.device).manual_seed(self.seed)
+        return steps, generator
+
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -56,10 +62,10 @@ def decode_codes(mbd: MultiBandDiffusion, codes: torch.Tensor, options: DecodeOp
     Each clip is re-EQ'd against its own codec decode, so a clip's result does not depend on the other
     clips in the batch (AudioCraft's `tokens_to_wav` equalises a batch jointly).
     """
-    generator = None if options.seed is None else torch.Generator(mbd.device).manual_seed(options.seed)
+    steps, generator = options.sampling(mbd)
     return mbd.tokens_to_wav(
         codes.to(mbd.device),
-        steps=None if options.steps is None else mbd.step_list(options.steps, options.inference.sampler),
+        steps=steps,
         generator=generator,
         options=options.inference,
         per_clip_eq=True,
@@ -68,8 +74,7 @@ def decode_codes(mbd: MultiBandDiffusion, codes: torch.Tensor, options: DecodeOp
 
 def vocode_mels(mbd: MultiBandDiffusion, mel: torch.Tensor, options: DecodeOptions) -> torch.Tensor:
     """Vocode checked log-mels `[B, n_mels, T]` (one length) to audio `[B, 1, T * hop]` on the model's device."""
-    generator = None if options.seed is None else torch.Generator(mbd.device).manual_seed(options.seed)
-    steps = None if options.steps is None else mbd.step_list(options.steps, options.inference.sampler)
+    steps, generator = options.sampling(mbd)
     return mbd.vocode(mel, steps=steps, generator=generator, options=options.inference)
 
 

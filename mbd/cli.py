@@ -266,7 +266,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
         raise CommandError(f"--codec-weights: {args.model} is a mel model, it uses no codec")
     single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
     suffix = _audio_suffix(args, single)
-    generator = None if options.seed is None else torch.Generator(mbd.device).manual_seed(options.seed)
+    steps, generator = options.sampling(mbd)  # one generator for all the files
     for item in items:
         out = output_path(args.output, item, single, suffix)
         try:
@@ -276,7 +276,6 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
                 report.note(item.path, note)
             if wav.shape[-1] < mbd.hop_length * 2:
                 raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least 2 frames")
-            steps = None if options.steps is None else mbd.step_list(options.steps, options.inference.sampler)
             result = mbd.regenerate(
                 wav[None], mbd.sample_rate, steps=steps, generator=generator, options=options.inference
             )
