@@ -98,6 +98,18 @@ class MelSpectrogram(nn.Module):
 
     forward = features
 
+    def frame_aligned(self, wav: torch.Tensor) -> torch.Tensor:
+        """Log-mel with one frame per `hop` samples, as the U-Net's bottleneck sees it: the centred STFT's last
+        frame is dropped when `L` is a multiple of the hop.
+
+        Args:
+            wav: audio `[B, 1, L]`.
+
+        Returns:
+            natural-log magnitude mel `[B, n_mels, ceil(L / hop)]`.
+        """
+        return self.features(wav)[..., : self.config.frames(wav.shape[-1])]
+
     def condition(self, mel: torch.Tensor) -> torch.Tensor:
         """Raw log-mel `[B, n_mels, T]` to the U-Net's conditioning `[B, n_mels, T]`."""
         return (mel - self.config.norm_mean) / self.config.norm_std

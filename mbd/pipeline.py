@@ -341,7 +341,7 @@ class MultiBandDiffusion(nn.Module):
             wav = julius.resample_frac(wav, sample_rate, self.sample_rate)
         if self.features is not None:
             B, C, L = wav.shape
-            mel = self.features(wav.reshape(B * C, 1, L))[..., : self.features.config.frames(L)]  # [B*C, n_mels, T]
+            mel = self.features.frame_aligned(wav.reshape(B * C, 1, L))  # [B*C, n_mels, T]
             out = self.vocode(mel, steps=steps, generator=generator, options=options)[..., :L].reshape(B, C, L)
         else:
             codec = self._require_codec()

@@ -120,8 +120,7 @@ class MelConditioner:
     @torch.no_grad()
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """Conditioning of full-band audio `[B, 1, L]` -> `[B, n_mels, ceil(L / hop)]`."""
-        frames = self.mel.config.frames(wav.shape[-1])
-        return self.mel.condition(self.mel(wav.to(self._device))[..., :frames])
+        return self.mel.condition(self.mel.frame_aligned(wav.to(self._device)))
 
     def __call__(self, wav: torch.Tensor, crops: list[Crop], files: list[AudioFile]) -> torch.Tensor:
         """Conditioning of the crops `wav` `[B, 1, L]`, `[B, n_mels, ceil(L / hop)]`."""
