@@ -1,32 +1,47 @@
 """Quality of a mel vocoder on held-out clips, against the ground truth and a Griffin-Lim baseline.
 
-For each held-out clip (the first `--seconds` of it, cut to a whole number of mel frames) the log-mel is
-computed with the model's own definition (`mbd.mel`) and turned back into audio by:
+Each held-out clip (fixed speech/music/other interleaved order; its first `--seconds`, cut to whole mel
+frames) is turned into the model's log-mel (`mbd.mel`) and back into audio by these systems (table rows):
 
-- `griffin-lim`: librosa's `mel_to_audio` with the same mel (HTK scale, no norm, magnitude, centred,
-  reflect padding), `--gl-iters` iterations (default 32);
-- `ddpm-20`: the model with AudioCraft's 20-step DDPM list; `ddim-10` and `dpm++2m-10`: the fewer-step
-  samplers with 10 steps. Each raw (`raw`: the sum of the bands, `mel_eq=0`) and re-EQ'd against the mel
-  per frame and mel band (`mel-eq`: `MelSpectrogram.equalize`, the default of `vocode`);
-- `ddpm-20 band-eq`: the alternative re-EQ, MBD's 32-band whole-clip `re_eq` against a cheap random-phase
-  reference with the mel's band energies;
-- `noise mel-eq`: a control, white noise re-EQ'd against the mel: what the re-EQ alone achieves.
+- `ground truth`: the clip itself (the ceiling of the no-reference scores);
+- `griffin-lim`: librosa's `mel_to_audio` with the same mel (HTK, no norm, magnitude, centred, reflect
+  padding), `--gl-iters` iterations (default 32) from seeded random phases;
+- `noise + mel-eq`: a control, white noise re-EQ'd against the mel (what the re-EQ alone achieves);
+- the model, from the same seed per clip: `raw` (`vocode(mel_eq=0, griffin_lim=0)`), `mel-eq` (`mel_eq=1`),
+  `mel-eq + GL k` for k in `--polish` (k Griffin-Lim iterations from the model's phase; spectral models
+  only), `default` (`vocode(mel)`, only the generator given); `--steps 4,8` adds raw/mel-eq/default `@4`, `@8`.
 
-Metrics against the ground truth (all clips): log-mel L1 (mean |log-mel difference|, the model's mel),
-multi-resolution STFT distance (mean over FFT sizes 512/1024/2048, hop n_fft/4, of spectral convergence plus
-mean |log-magnitude difference|), SI-SDR (dB). Speech clips only: PESQ (wide band, at 16 kHz; `pip install
-pesq`) and STOI (`pip install pystoi`). Lower is better for the distances, higher for the rest.
+Metrics against the ground truth, all clips: log-mel L1 (mean |log-mel difference|), MR-STFT (mean over FFT
+sizes 512/1024/2048, hop n_fft/4, of spectral convergence plus mean |log-magnitude difference|), SI-SDR (dB).
+Speech clips only, at 16 kHz (julius): PESQ wb, STOI, DNSMOS OVRL (Microsoft's P.835 DNSMOS via speechmos,
+its bundled non-personalised ONNX models, no reference; speechmos tiles clips shorter than 9 s), and the
+pitch metrics of CARGAN (Morrison et al., ICLR 2022; repo descriptinc/cargan): torchcrepe "full" model,
+viterbi decoding (torchcrepe's default, as CARGAN), fmin 50, fmax 550 Hz, hop 10 ms (CARGAN: 256 samples at
+22.05 kHz), centred frames, periodicity zeroed below -60 dB A-weighted loudness (`threshold.Silence`, as
+CARGAN). Periodicity RMSE: between the periodicity sequences of estimate and reference, pooled over all
+frames. V/UV F1: voiced = periodicity passes CARGAN's threshold, torchcrepe's `Hysteresis()` (0.19 lower,
+0.31 upper bound); F1 of the estimate's voicing against the reference's, counts pooled over clips. PESQ,
+STOI, torchcrepe, speechmos, matplotlib are imported lazily (`pip install mbd[bench]`); missing: "n/a".
+CREPE full costs about 0.1 s per frame on one busy CPU core (`--crepe tiny` for quick looks).
 
-    python benchmarks/mel_quality.py [--model mel24k] [--clips 21] [--seconds 4] [--json out.json]
+Under the table the `default` row is checked against targets (PASS/FAIL; `--check`: exit 1 on any FAIL or
+unmeasured target). A PNG shows log-magnitude spectrograms of one speech clip.
+
+    python benchmarks/mel_quality.py [--model mel24k] [--clips 21] [--seconds 4] [--steps 4,8] [--polish 8,32]
+        [--json out.json] [--png benchmarks/mel_quality.png] [--check]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
 import math
+import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import julius
@@ -35,17 +50,34 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from mbd import MultiBandDiffusion
-from mbd.eq import re_eq
+from mbd.api import load_model
 from mbd.mel import MelSpectrogram
-from mbd.options import InferenceOptions
+from mbd.pipeline import MultiBandDiffusion
+from mbd.spectral_mbd import SpectralMBD
 
 REPO = Path(__file__).resolve().parents[1]
-SYSTEMS = [
-    "griffin-lim", "ddpm-20 raw", "ddim-10 raw", "dpm++2m-10 raw", "ddpm-20 mel-eq", "ddim-10 mel-eq",
-    "dpm++2m-10 mel-eq", "ddpm-20 band-eq", "noise mel-eq",
-]  # fmt: skip
-METRICS = ["mel_l1", "mrstft", "si_sdr", "pesq", "stoi"]
+METRICS = ["mel_l1", "mrstft", "si_sdr", "pesq", "stoi", "periodicity", "vuv_f1", "dnsmos"]
+HEADERS = ["log-mel L1 ↓", "MR-STFT ↓", "SI-SDR dB ↑", "PESQ ↑", "STOI ↑", "period. RMSE ↓", "V/UV F1 ↑", "DNSMOS ↑"]
+CALIBRATION = {"griffin-lim": {"mel_l1": 0.112, "mrstft": 0.82, "pesq": 3.80, "periodicity": 0.115,
+                               "vuv_f1": 0.939, "dnsmos": 2.96}, "ground truth": {"dnsmos": 3.01}}  # fmt: skip
+_failed: set[str] = set()
+Vocoder = MultiBandDiffusion | SpectralMBD
+
+
+def report(name: str, err: Exception) -> None:
+    """Say once per metric why it is n/a."""
+    if name not in _failed:
+        print(f"  {name}: n/a ({type(err).__name__}: {err})")
+        _failed.add(name)
+
+
+def optional(name: str, fn: Callable[[], float]) -> float:
+    """`fn()`, or NaN when its package is missing or it refuses the clip."""
+    try:
+        return float(fn())
+    except Exception as err:  # noqa: BLE001  (ImportError, pesq's NoUtterancesError, ...)
+        report(name, err)
+        return math.nan
 
 
 def log_mel_l1(features: MelSpectrogram, est: torch.Tensor, ref: torch.Tensor) -> float:
@@ -74,51 +106,94 @@ def si_sdr(est: torch.Tensor, ref: torch.Tensor) -> float:
     return (10 * torch.log10((target @ target) / ((est - target) @ (est - target)).clamp(min=1e-12))).item()
 
 
-def speech_scores(est: torch.Tensor, ref: torch.Tensor, sr: int) -> dict[str, float]:
-    """PESQ (wb, 16 kHz) and STOI, NaN when the package is missing or the clip is refused."""
-    scores = {"pesq": math.nan, "stoi": math.nan}
-    e16 = julius.resample_frac(est.flatten(), sr, 16000).numpy().astype(np.float64)
-    r16 = julius.resample_frac(ref.flatten(), sr, 16000).numpy().astype(np.float64)
-    try:
-        from pesq import pesq
+def crepe(x16: torch.Tensor, model: str = "full") -> tuple[torch.Tensor, torch.Tensor]:
+    """CARGAN's pitch analysis of 16 kHz audio `[L]`: (periodicity `[frames]`, voiced `[frames]` bool)."""
+    import torchcrepe
 
-        scores["pesq"] = float(pesq(16000, r16, e16, "wb"))
-    except Exception as err:  # noqa: BLE001  (missing package, or pesq's NoUtterancesError)
-        print(f"  pesq: {err}")
-    try:
-        from pystoi import stoi
+    audio = x16[None].float()
+    pitch, periodicity = torchcrepe.predict(
+        audio, 16000, 160, 50, 550, model, decoder=torchcrepe.decode.viterbi, return_periodicity=True,
+        batch_size=256, device="cpu", pad=True,
+    )  # fmt: skip
+    periodicity = torchcrepe.threshold.Silence(-60.0)(periodicity, audio, 16000, 160, pad=True)
+    with warnings.catch_warnings():  # all-unvoiced clips: nanmean of an empty slice
+        warnings.simplefilter("ignore")
+        voiced = ~torch.isnan(torchcrepe.threshold.Hysteresis()(pitch, periodicity))
+    return periodicity[0], voiced[0]
 
-        scores["stoi"] = float(stoi(r16, e16, 16000, extended=False))
-    except Exception as err:  # noqa: BLE001
-        print(f"  stoi: {err}")
+
+def speech_scores(e16: torch.Tensor, r16: torch.Tensor, ref_pitch: tuple | None, est_pitch: tuple | None) -> dict:
+    """PESQ wb, STOI, DNSMOS OVRL and the pitch metrics (with their pooling counts), NaN when unavailable."""
+    e, r = e16.double().numpy(), r16.double().numpy()
+
+    def pesq() -> float:
+        from pesq import pesq as wb
+
+        return wb(16000, r, e, "wb")
+
+    def stoi() -> float:
+        from pystoi import stoi as score
+
+        return score(r, e, 16000, extended=False)
+
+    def dnsmos() -> float:
+        from speechmos import dnsmos as model
+
+        return model.run(np.clip(e, -1.0, 1.0), 16000)["ovrl_mos"]
+
+    scores = {"pesq": optional("pesq", pesq), "stoi": optional("stoi", stoi), "dnsmos": optional("dnsmos", dnsmos)}
+    scores.update(periodicity=math.nan, vuv_f1=math.nan)
+    if ref_pitch is not None and est_pitch is not None:
+        (p_ref, v_ref), (p_est, v_est) = ref_pitch, est_pitch
+        counts = {"per_sq": (p_est - p_ref).pow(2).sum().item(), "frames": p_ref.numel()}
+        for key, hits in (("tp", v_est & v_ref), ("fp", v_est & ~v_ref), ("fn", ~v_est & v_ref)):
+            counts[key] = hits.sum().item()
+        scores.update(pooled(counts), counts=counts)
     return scores
 
 
+def optional_pitch(x16: torch.Tensor, model: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    try:
+        return crepe(x16, model)
+    except Exception as err:  # noqa: BLE001
+        report("torchcrepe", err)
+        return None
+
+
+def pooled(c: dict[str, float]) -> dict[str, float]:
+    """Periodicity RMSE and V/UV F1 from (summed) counts."""
+    f1 = 2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"]) if c["tp"] + c["fp"] + c["fn"] else 1.0
+    return {"periodicity": math.sqrt(c["per_sq"] / max(c["frames"], 1)), "vuv_f1": f1}
+
+
 def griffin_lim(mel: torch.Tensor, features: MelSpectrogram, length: int, iters: int) -> torch.Tensor:
-    """Griffin-Lim from a log-mel `[1, n_mels, length // hop + 1]` (same mel definition); audio `[1, 1, length]`."""
+    """Griffin-Lim from a log-mel `[1, n_mels, length // hop + 1]` (same mel definition); audio `[1, 1, length]`.
+    librosa's `mel_to_audio` in its two steps, to seed the random initial phases (it cannot pass a seed)."""
     c = features.config
-    np.random.seed(0)  # librosa's random initial phases
-    wav = librosa.feature.inverse.mel_to_audio(
-        np.exp(mel[0].double().numpy()), sr=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, center=True,
-        pad_mode="reflect", power=1.0, n_iter=iters, htk=True, norm=None, fmin=c.f_min, fmax=c.f_max,
-        length=length,
+    stft = librosa.feature.inverse.mel_to_stft(
+        np.exp(mel[0].double().numpy()), sr=c.sample_rate, n_fft=c.n_fft, power=1.0, htk=True, norm=None,
+        fmin=c.f_min, fmax=c.f_max,
     )  # fmt: skip
+    wav = librosa.griffinlim(stft, n_iter=iters, hop_length=c.hop_length, n_fft=c.n_fft, center=True,
+                             length=length, pad_mode="reflect", random_state=0)  # fmt: skip
     return torch.from_numpy(wav).float()[None, None]
 
 
-def random_phase_reference(mel: torch.Tensor, features: MelSpectrogram, length: int, seed: int) -> torch.Tensor:
-    """Audio `[1, 1, length]` with the band energies of a log-mel `[1, n_mels, T]`: the least-squares linear
-    magnitude with random phases, one inverse STFT (scaled by sqrt(1.5), the energy lost to incoherent
-    overlap-add of Hann frames at 4x overlap)."""
-    c = features.config
-    fb = features.mel.mel_scale.fb  # [n_freqs, n_mels]
-    magnitude = (torch.linalg.pinv(fb.T.double()) @ mel[0].exp().double()).clamp(min=0).float()  # [n_freqs, T']
-    frames = magnitude.shape[-1] + 1  # the centred STFT of `length` samples
-    magnitude = torch.nn.functional.pad(magnitude, (0, frames - magnitude.shape[-1]), mode="replicate")
-    phase = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(seed)) * 2 * math.pi
-    spec = torch.polar(magnitude, phase)
-    wav = torch.istft(spec, c.n_fft, c.hop_length, window=torch.hann_window(c.n_fft), center=True, length=length)
-    return wav[None, None] * math.sqrt(1.5)
+def model_outputs(model: Vocoder, mel: torch.Tensor, seed: int, steps: list[int], polish: list[int]) -> dict:
+    """The model's rows for one clip; every call starts from the same seed."""
+    spectral = "griffin_lim" in inspect.signature(model.vocode).parameters
+
+    def run(n: int | None = None, **kw: float) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return model.vocode(mel, steps=None if n is None else model.step_list(n), generator=g, **kw)
+
+    outs = {"raw": run(mel_eq=0.0), "mel-eq": run(mel_eq=1.0)}
+    for k in polish if spectral else []:
+        outs[f"mel-eq + GL {k}"] = run(mel_eq=1.0, griffin_lim=k)
+    outs["default"] = run()
+    for n in steps:
+        outs[f"raw @{n}"], outs[f"mel-eq @{n}"], outs[f"default @{n}"] = run(n, mel_eq=0.0), run(n, mel_eq=1.0), run(n)
+    return outs
 
 
 def held_out(manifest: Path, n: int) -> list[dict[str, str]]:
@@ -136,78 +211,151 @@ def held_out(manifest: Path, n: int) -> list[dict[str, str]]:
     return order[:n]
 
 
+def summary(results: list[dict], system: str) -> dict[str, float]:
+    """Mean of each metric over the clips that have it; the pitch metrics pooled over frames (CARGAN)."""
+    mine = [r for r in results if r["system"] == system]
+    out = {}
+    for metric in METRICS:
+        values = [r[metric] for r in mine if r.get(metric) is not None and not math.isnan(r[metric])]
+        out[metric] = float(np.mean(values)) if values else math.nan
+    counts = [r["counts"] for r in mine if "counts" in r]
+    if counts:
+        out.update(pooled({k: sum(c[k] for c in counts) for k in counts[0]}))
+    return out
+
+
+def save_png(path: Path, panels: dict[str, torch.Tensor], sr: int, title: str) -> None:
+    """Log-magnitude spectrograms side by side, one colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    window = torch.hann_window(1024)
+    specs = {k: 20 * torch.log10(torch.stft(v.flatten(), 1024, 256, window=window, return_complex=True).abs() + 1e-5)
+             for k, v in panels.items()}  # fmt: skip
+    top = max(s.max().item() for s in specs.values())
+    fig, axes = plt.subplots(1, len(specs), figsize=(3.2 * len(specs), 3.0), sharey=True, layout="constrained")
+    for ax, (name, spec) in zip(axes, specs.items()):
+        extent = (0, spec.shape[-1] * 256 / sr, 0, sr / 2000)
+        im = ax.imshow(spec.numpy(), origin="lower", aspect="auto", extent=extent, vmin=top - 90, vmax=top)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("s")
+    axes[0].set_ylabel("kHz")
+    fig.colorbar(im, ax=axes, label="dB", fraction=0.02)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="mel24k")
+    parser.add_argument("--model", default="mel24k", help="a bundled name or a .safetensors path")
     parser.add_argument("--manifest", type=Path, default=REPO / "recipes" / "mel24k_heldout.csv")
     parser.add_argument("--clips", type=int, default=21)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--gl-iters", type=int, default=32)
+    parser.add_argument("--steps", type=ints, default=[], help="extra step counts, e.g. 4,6,8")
+    parser.add_argument("--polish", type=ints, default=[8, 32], help="Griffin-Lim iterations after mel-eq")
+    parser.add_argument("--default-polishes", action="store_true", help="treat the default as GL-polished")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--crepe", default="full", choices=["full", "tiny"], help="torchcrepe model (CARGAN: full)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--png", type=Path, default=REPO / "benchmarks" / "mel_quality.png", help="'' for none")
+    parser.add_argument("--png-clip", type=int, default=0, help="which speech clip (0: the first)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = MultiBandDiffusion.from_pretrained(args.model)
+    model = load_model(str(args.model), "cpu")
     features, sr, hop = model.features, model.sample_rate, model.hop_length
     assert features is not None, "a mel model is needed"
     rows = held_out(args.manifest, args.clips)
     results: list[dict] = []
-    tic = time.perf_counter()
+    polishes, speech_seen, tic = args.default_polishes, 0, time.perf_counter()
     for i, row in enumerate(rows):
-        wav, file_sr = sf.read(args.manifest.parent / row["path"], dtype="float32")
+        wav, file_sr = sf.read(args.manifest.parent / row["path"], dtype="float32", always_2d=True)
         assert file_sr == sr, f"{row['path']}: {file_sr} Hz"
         length = min(len(wav), int(args.seconds * sr)) // hop * hop
-        ref = torch.from_numpy(wav[:length])[None, None]  # [1, 1, L]
-        full = features(ref)  # [1, n_mels, T + 1]: the centred STFT's frames, all given to Griffin-Lim
-        mel = full[..., : length // hop]  # [1, n_mels, T], T * hop = L: the model's input
-        outs = {"griffin-lim": griffin_lim(full, features, length, args.gl_iters)}
-        for name, sampler, n in [("ddpm-20", "ddpm", 20), ("ddim-10", "ddim", 10), ("dpm++2m-10", "dpm++2m", 10)]:
-            options = InferenceOptions(sampler=sampler)
-            generator = torch.Generator().manual_seed(i)
-            steps = model.step_list(n, sampler)
-            raw = model.vocode(mel, steps=steps, generator=generator, options=options, mel_eq=0.0)
-            outs[f"{name} raw"], outs[f"{name} mel-eq"] = raw, features.equalize(raw, mel)
-        reference = random_phase_reference(mel, features, length, i)
-        outs["ddpm-20 band-eq"] = re_eq(outs["ddpm-20 raw"], reference, sr, 32)
+        ref = torch.from_numpy(wav[:length, 0].copy())[None, None]  # [1, 1, L]
+        mel = features.frame_aligned(ref)  # [1, n_mels, L / hop]: the model's input
+        outs = {"ground truth": ref, "griffin-lim": griffin_lim(features(ref), features, length, args.gl_iters)}
         noise = torch.randn(ref.shape, generator=torch.Generator().manual_seed(i)) * 0.01
-        outs["noise mel-eq"] = features.equalize(noise, mel)
+        outs["noise + mel-eq"] = features.equalize(noise, mel)
+        outs.update(model_outputs(model, mel, i, args.steps, args.polish))
+        polishes = polishes or not torch.allclose(outs["default"], outs["mel-eq"], atol=1e-6)
+        speech = row["kind"] == "speech"
+        r16 = julius.resample_frac(ref.flatten(), sr, 16000) if speech else None
+        ref_pitch = optional_pitch(r16, args.crepe) if speech else None
         for system, est in outs.items():
             scores = {"mel_l1": log_mel_l1(features, est, ref), "mrstft": mrstft(est, ref), "si_sdr": si_sdr(est, ref)}
-            scores.update(speech_scores(est, ref, sr) if row["kind"] == "speech" else {"pesq": None, "stoi": None})
+            if speech:
+                e16 = julius.resample_frac(est.flatten(), sr, 16000)
+                est_pitch = ref_pitch if est is ref or ref_pitch is None else optional_pitch(e16, args.crepe)
+                scores.update(speech_scores(e16, r16, ref_pitch, est_pitch))
             results.append({"clip": row["path"], "kind": row["kind"], "system": system, **scores})
-        print(
-            f"[{i + 1}/{len(rows)}] {row['path']} ({row['kind']}, {length / sr:.2f} s) "
-            f"{time.perf_counter() - tic:.0f} s",
-            flush=True,
-        )
-    print_table(results, rows, args)
+        if speech and speech_seen == args.png_clip and str(args.png) not in ("", "."):
+            names = {"ground truth": "input", "griffin-lim": f"griffin-lim {args.gl_iters}", "default": "model default"}
+            panels = {names.get(k, f"model {k}"): outs[k] for k in ("ground truth", "griffin-lim", "default", "raw")}
+            save_png(args.png, panels, sr, f"{Path(row['path']).name}, model {Path(str(args.model)).name}")
+        speech_seen += speech
+        print(f"[{i + 1}/{len(rows)}] {row['path']} ({row['kind']}, {length / sr:.2f} s) "
+              f"{time.perf_counter() - tic:.0f} s", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    systems = list(dict.fromkeys(r["system"] for r in results))
+    means = {s: summary(results, s) for s in systems}
+    print_table(means, rows, args)
+    failed = check_targets(means, polishes)
+    sys.exit(1 if args.check and failed else 0)
 
 
-def print_table(results: list[dict], rows: list[dict], args: argparse.Namespace) -> None:
+def cell(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.3f}"
+
+
+def print_table(means: dict[str, dict[str, float]], rows: list[dict], args: argparse.Namespace) -> None:
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("speech", "music", "other")}
-    seconds = f"first {args.seconds:g} s of each"
-    print(
-        f"\n{len(rows)} held-out clips ({', '.join(f'{v} {k}' for k, v in kinds.items())}; {seconds}), "
-        f"model {args.model}, Griffin-Lim {args.gl_iters} iterations"
-    )
-    print("| system | log-mel L1 ↓ | MR-STFT ↓ | SI-SDR (dB) ↑ | PESQ wb ↑ (speech) | STOI ↑ (speech) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for system in SYSTEMS:
-        mine = [r for r in results if r["system"] == system]
-        cells = []
-        for metric in METRICS:
-            values = [r[metric] for r in mine if r[metric] is not None and not math.isnan(r[metric])]
-            cells.append(f"{np.mean(values):.3f}" if values else "n/a")
-        print(f"| {system} | " + " | ".join(cells) + " |")
-    print("\nlog-mel L1 by kind:")
-    for kind in (k for k, v in kinds.items() if v):
-        line = [
-            f"{s} {np.mean([r['mel_l1'] for r in results if r['system'] == s and r['kind'] == kind]):.3f}"
-            for s in SYSTEMS
-        ]
-        print(f"  {kind}: " + ", ".join(line))
+    clips = ", ".join(f"{v} {k}" for k, v in kinds.items())
+    print(f"\n{len(rows)} held-out clips ({clips}; first {args.seconds:g} s of each), model {args.model}, "
+          f"Griffin-Lim {args.gl_iters} iterations; PESQ to DNSMOS: speech only")  # fmt: skip
+    print("| system | " + " | ".join(HEADERS) + " |\n| --- |" + " ---: |" * len(HEADERS))
+    for system, m in means.items():
+        print(f"| {system} | " + " | ".join(cell(m[k]) for k in METRICS) + " |")
+    print("\ncalibration (an earlier measurement, 21 clips x 4 s; close only for the same clips):")
+    for system, ref in CALIBRATION.items():
+        print(f"  {system}: " + ", ".join(f"{k} {v:g} (here {cell(means[system][k])})" for k, v in ref.items()))
+
+
+def check_targets(means: dict[str, dict[str, float]], polishes: bool) -> int:
+    """Print PASS/FAIL for each target of the `default` row; return the number failed (unmeasured: failed)."""
+    gl = means["griffin-lim"]
+    targets = [  # (row, metric, comparison, bound, what the bound is)
+        ("raw", "mel_l1", "<=", 0.35, ""), ("default", "pesq", ">=", 3.0, ""),
+        ("default", "periodicity", "<=", 0.15, ""), ("default", "vuv_f1", ">=", 0.90, ""),
+        ("default", "dnsmos", ">=", 2.7, ""), ("default", "mel_l1", "<=", 2 * gl["mel_l1"], "2x griffin-lim"),
+        ("default", "mrstft", "<=", 1.3 * gl["mrstft"], "1.3x griffin-lim"),
+    ]  # fmt: skip
+    if polishes:
+        targets += [("default", "periodicity", "<", gl["periodicity"], "griffin-lim"),
+                    ("default", "dnsmos", ">", gl["dnsmos"], "griffin-lim")]  # fmt: skip
+    compare = {"<=": float.__le__, ">=": float.__ge__, "<": float.__lt__, ">": float.__gt__}
+    print(f"\ntargets (default {'uses' if polishes else 'does not use'} Griffin-Lim polishing):")
+    failed = 0
+    for row, metric, op, bound, what in targets:
+        value = means[row][metric]
+        good = not math.isnan(value) and not math.isnan(bound) and compare[op](value, bound)
+        failed += not good
+        label = HEADERS[METRICS.index(metric)][:-2]
+        ratio = value / gl[metric] if gl[metric] else math.nan
+        print(f"  {'PASS' if good else 'FAIL'}  {row} {label} {op} {cell(bound)}{f' ({what})' if what else ''}: "
+              f"{cell(value)}" + ("" if math.isnan(ratio) else f", {ratio:.2f}x griffin-lim"))  # fmt: skip
+    print(f"{failed} of {len(targets)} targets failed")
+    return failed
 
 
 if __name__ == "__main__":

@@ -6,14 +6,18 @@ import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import torch
 
+from . import checkpoint
 from .options import FAITHFUL, DType, InferenceOptions
 from .pipeline import MultiBandDiffusion
 from .sampler import Sampler
+from .spectral_mbd import FAMILY as SPECTRAL
+from .spectral_mbd import SpectralMBD
 from .tokens import validate_codes
 
 DEFAULT_MODEL = "encodec24k-3kbps"
@@ -46,10 +50,19 @@ def default_device() -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(model: str, device: str, codec_weights: str | None = None) -> MultiBandDiffusion:
-    """Load (once per process) a model by name or path, with its codec, on `device`."""
-    mbd = MultiBandDiffusion.from_pretrained(model, load_codec=codec_weights is None)
-    if codec_weights is not None and mbd.config.codec is not None:
+def load_model(model: str, device: str, codec_weights: str | None = None) -> MultiBandDiffusion | SpectralMBD:
+    """Load (once per process) a model by name or path, with its codec, on `device`: a spectral model
+    (`mbd.spectral_mbd`, e.g. the bundled mel24k) or an MBD of per-band U-Nets."""
+    path = Path(model)
+    if not path.exists():
+        from . import hub
+
+        path = hub.resolve_model(model)
+    config, tensors = checkpoint.load(path)
+    if config.get("family") == SPECTRAL:
+        return SpectralMBD.from_state(config, tensors).to(device).eval()
+    mbd = MultiBandDiffusion.from_state(config, tensors)
+    if mbd.config.codec is not None:
         from .codec import load_codec
 
         mbd.codec = load_codec(mbd.config.codec.name, mbd.config.codec.n_q, weights=codec_weights)

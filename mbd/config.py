@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from .mel import MelConfig
 from .processor import ProcessorConfig
@@ -24,9 +24,23 @@ class CodecConfig:
 
 @dataclass(frozen=True)
 class BandConfig:
+    """Args:
+    unet: the band's network.
+    schedule: its noise schedule ("ddpm").
+    processor: its EQ processor, or None.
+    objective: "ddpm" (eps-prediction, AudioCraft's) or "flow" (velocity of the flow-matching path,
+        `mbd.flow`; the U-Net's step k stands for flow time 1 - k / (N - 1)). Stored configs without the key
+        (all AudioCraft files) read as "ddpm".
+    """
+
     unet: UNetConfig
     schedule: PowerSchedule
     processor: ProcessorConfig | None
+    objective: Literal["ddpm", "flow"] = "ddpm"
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("ddpm", "flow"):
+            raise ValueError(f"objective must be 'ddpm' or 'flow', got {self.objective!r}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,9 @@ class MBDConfig:
         data = asdict(self)
         if self.features is None:
             del data["features"]  # token models keep the original layout
+        for band in data["bands"]:
+            if band["objective"] == "ddpm":
+                del band["objective"]
         return data
 
     @classmethod
@@ -67,7 +84,7 @@ class MBDConfig:
         top = _fields(cls, data, "config", optional={"features"})
         bands = []
         for i, band in enumerate(top["bands"]):
-            entry = _fields(BandConfig, band, f"bands[{i}]")
+            entry = _fields(BandConfig, band, f"bands[{i}]", optional={"objective"})
             processor = entry["processor"]
             bands.append(
                 BandConfig(
@@ -78,6 +95,7 @@ class MBDConfig:
                     processor=None
                     if processor is None
                     else ProcessorConfig(**_fields(ProcessorConfig, processor, f"bands[{i}].processor", partial=True)),
+                    objective=entry.get("objective", "ddpm"),
                 )
             )
         if not bands:

@@ -17,7 +17,7 @@ import julius
 import torch
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, flow
 from .chunking import decode_in_chunks
 from .config import BandConfig, MBDConfig
 from .eq import re_eq
@@ -231,7 +231,8 @@ class MultiBandDiffusion(nn.Module):
         n_draws = len(steps) - 1 if options.sampler == "ddpm" else 1
         n_bands = len(self.bands)
         schedules = [band.schedule for band in self.bands]
-        if options.fused and len({band.config.unet for band in self.bands}) == 1:
+        flows = any(band.config.objective == "flow" for band in self.bands)
+        if options.fused and not flows and len({band.config.unet for band in self.bands}) == 1:
             draws = all_draws(shape, n_draws, n_bands, generator, noise, out)
             network, fused_net = self.fused_network(options.dtype, options.compile)
             callback = None if on_step is None else lambda i, x: self._unstacked_step(on_step, i, x)
@@ -242,12 +243,21 @@ class MultiBandDiffusion(nn.Module):
         autocast = torch.autocast(self.device.type, options.torch_dtype, enabled=options.dtype != "float32")
         for b, band in enumerate(self.bands):
 
-            def denoise(x: torch.Tensor, t: int, band: Band = band) -> torch.Tensor:
+            def denoise(x: torch.Tensor, t: int | torch.Tensor, band: Band = band) -> torch.Tensor:
                 with autocast:
                     return band.unet(x, t, latents).float()
 
             draw = band_draws(shape, n_draws, b, n_bands, generator, noise, out)
             callback = None if on_step is None else lambda i, x, b=b: on_step(b, i, x)
+            if band.config.objective == "flow":  # len(steps) - 1 Euler steps on a uniform time grid
+                num = band.schedule.num_steps
+
+                def velocity(x: torch.Tensor, t: torch.Tensor, denoise=denoise, num: int = num) -> torch.Tensor:
+                    return denoise(x, flow.step_index(t, num))
+
+                x = flow.sample(velocity, draw(), flow.FlowSchedule().times(len(steps) - 1), on_step=callback)
+                out += band.unproject(x)
+                continue
             out += band.unproject(sample(options.sampler, denoise, draw, band.schedule, steps, callback))
         return out
 

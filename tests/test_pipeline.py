@@ -88,3 +88,35 @@ def test_step_lists() -> None:
     assert model.step_list(10) == [999, *range(899, 0, -100), 0]
     assert len(model.step_list(7)) == 8 and model.step_list(7)[-1] == 0
     assert len(model.step_list(None, "ddim")) == 11
+
+
+def test_flow_bands_integrate_their_velocity_with_euler_steps() -> None:
+    """A band with objective "flow" is sampled by Euler steps on a uniform flow-time grid, its U-Net called
+    with step k = round((1 - t)(N - 1)). With the exact velocity of data concentrated at c, (c - x) / (1 - t),
+    the band lands on c (in diffusion space; the processor then unprojects it), whatever the step count."""
+    import dataclasses
+
+    model = tiny()
+    model.config = dataclasses.replace(
+        model.config, bands=tuple(dataclasses.replace(b, objective="flow") for b in model.config.bands)
+    )
+    for band in model.bands:
+        band.config = dataclasses.replace(band.config, objective="flow")
+    c = 0.25
+    calls = []
+
+    def oracle(x: torch.Tensor, step: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        calls.append(step.tolist())
+        t = 1 - step.float() / 999
+        return (c - x) / (1 - t).clamp(min=1e-6).view(-1, 1, 1)
+
+    for band in model.bands:
+        band.unet.forward = oracle
+    latents = torch.randn(2, 8, 6)
+    out = model.generate(latents, length=6 * 320, steps=STEPS, generator=torch.Generator().manual_seed(0))
+    assert calls[:3] == [[999, 999], [666, 666], [333, 333]]  # 3 Euler steps: t = 0, 1/3, 2/3
+    want = torch.full((2, 1, 6 * 320), c) + model.bands[1].unproject(torch.full((2, 1, 6 * 320), c))
+    torch.testing.assert_close(out, want)
+    stored = MBDConfig.from_dict(model.config.to_dict())
+    assert [b.objective for b in stored.bands] == ["flow", "flow"]
+    assert "objective" not in tiny().config.to_dict()["bands"][0]  # ddpm files keep AudioCraft's layout

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..checkpoint import CheckpointError
 from .config import RecipeError, load_recipe
 from .data import DataError
+from .spectral_config import is_spectral_recipe, load_spectral_recipe
 from .state import assemble
 from .trainer import train
 
@@ -31,6 +32,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override optim.steps")
     p.add_argument("--codec-weights", help="override codec.weights (a local codec weights file)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--max-seconds", type=float, help="spectral recipes: stop after a checkpoint once this much "
+                   "wall time has passed (resume later with --resume)")
     return p
 
 
@@ -41,6 +44,24 @@ def _assemble_parser() -> argparse.ArgumentParser:
     p.add_argument("bands", nargs="+", help="band*.safetensors files, band 0 first")
     p.add_argument("-o", "--output", required=True, help="the multi-band model file to write")
     return p
+
+
+def _train_spectral(args: argparse.Namespace) -> int:
+    """`family = "spectral"` recipes: one shared network for all bands (`mbd.train.spectral_trainer`)."""
+    from .spectral_trainer import train as train_spectral
+
+    if args.band or args.codec_weights:
+        raise RecipeError("--band and --codec-weights do not apply to a spectral recipe (all bands train at once)")
+    config = load_spectral_recipe(args.recipe)
+    if args.steps is not None:
+        if args.steps <= 0:
+            raise RecipeError(f"--steps must be > 0, got {args.steps}")
+        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, steps=args.steps))
+    if args.max_seconds is not None:
+        config = dataclasses.replace(config, log=dataclasses.replace(config.log, max_seconds=args.max_seconds))
+    path = train_spectral(config, args.out, resume=args.resume)
+    print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.output}: {len(config.bands)} bands, {config.sample_rate} Hz, {condition}")
             return 0
         args = _train_parser().parse_args(argv)
+        if is_spectral_recipe(args.recipe):
+            return _train_spectral(args)
         config = load_recipe(args.recipe)
         if args.steps is not None:
             if args.steps <= 0:

@@ -134,6 +134,8 @@ class TrainConfig:
         n_bands: number of mel bands the waveform is split into (4 in MBD).
         conditioner: what conditions the U-Net: "codec" (the codec latent of `[codec]`, as MBD) or "mel"
             (the log-mel of `[mel]`, `mbd.mel`; `unet.codec_dim` must equal `mel.n_mels`).
+        objective: "ddpm" (eps regression under `schedule`, as MBD) or "flow" (flow matching, `mbd.flow`,
+            sampled by an ODE solver).
         data, codec, mel, unet, schedule, optim, log: see their classes.
         processor: shared EQ settings (`n_bands`, `num_samples`; `power_std` comes from each band).
         band: per-band settings, one per trained band.
@@ -144,6 +146,7 @@ class TrainConfig:
     out_dir: str = "runs/mbd"
     n_bands: int = 4
     conditioner: typing.Literal["codec", "mel"] = "codec"
+    objective: typing.Literal["ddpm", "flow"] = "ddpm"
     data: DataConfig = field(default_factory=DataConfig)
     codec: CodecTrainConfig = field(default_factory=CodecTrainConfig)
     mel: MelConfig = field(default_factory=MelConfig)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torchaudio
 
+from .. import flow
 from ..processor import BandProcessor
 from ..sampler import ddpm_sample
 from ..schedule import PowerSchedule, default_steps
@@ -58,12 +59,14 @@ def regenerate_band(
     length: int,
     stride: int,
     seed: int,
+    objective: str = "ddpm",
 ) -> torch.Tensor:
     """Sample one band from its latent with every `stride`-th step, noise from a generator seeded `seed`.
 
     Args:
         latents: codec latents `[N, D, T]`.
         length: samples to generate.
+        objective: what the U-Net predicts, "ddpm" (eps) or "flow" (velocity).
 
     Returns:
         audio of this band `[N, 1, length]`.
@@ -75,8 +78,37 @@ def regenerate_band(
         return torch.randn(shape, generator=generator).to(latents.device)
 
     steps = default_steps(schedule.num_steps, stride)
-    x = ddpm_sample(lambda x, t: unet(x, t, latents), draw(), schedule, steps, draw)
+    if objective == "flow":  # as many Euler steps as the DDPM list has evaluations
+        num = schedule.num_steps
+        times = flow.FlowSchedule().times(len(steps) - 1)
+        x = flow.sample(lambda x, t: unet(x, flow.step_index(t, num), latents), draw(), times)
+    else:
+        x = ddpm_sample(lambda x, t: unet(x, t, latents), draw(), schedule, steps, draw)
     return x if processor is None else processor.unproject(x)
+
+
+@torch.no_grad()
+def quarter_losses(
+    unet: DiffusionUNet, x: torch.Tensor, latents: torch.Tensor, schedule: PowerSchedule, objective: str, seed: int
+) -> dict[str, float]:
+    """The training loss on held-out clips at the centre of each quarter of the step range, with fixed draws:
+    `valid_loss_q0` (the cleanest quarter) .. `valid_loss_q3` (the noisiest).
+
+    Args:
+        x: the clips' band in diffusion space `[N, 1, L]`.
+        latents: their conditioning `[N, D, T]`.
+    """
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(x)
+    num, out = schedule.num_steps, {}
+    for q in range(4):
+        t = torch.full((x.shape[0],), int((q + 0.5) / 4 * num), device=x.device)
+        if objective == "flow":
+            noisy, target = flow.add_noise(x, eps, 1 - t.float() / (num - 1))
+        else:
+            alpha_bar = schedule.alpha_bars().to(x)[t].view(-1, 1, 1)
+            noisy, target = alpha_bar.sqrt() * x + (1 - alpha_bar).sqrt() * eps, eps
+        out[f"valid_loss_q{q}"] = (unet(noisy, t, latents) - target).pow(2).mean().item()
+    return out
 
 
 def score(est: torch.Tensor, ref: torch.Tensor, sample_rate: int) -> dict[str, float]:

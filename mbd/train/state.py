@@ -34,7 +34,7 @@ def band_model_config(config: TrainConfig, band: int) -> MBDConfig:
     return MBDConfig(
         sample_rate=config.data.sample_rate,
         codec=None if mel else CodecConfig(config.codec.name, config.codec.n_q),
-        bands=(BandConfig(config.unet, config.schedule, config.processor_config(band)),),
+        bands=(BandConfig(config.unet, config.schedule, config.processor_config(band), config.objective),),
         features=config.mel if mel else None,
     )
 

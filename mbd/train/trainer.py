@@ -8,6 +8,8 @@ Per step, for band b of n (`alpha_bar` and noise as in DDPM, Ho et al., 2020, Al
    global batch, then x = processor.project(x);
 4. noisy = sqrt(alpha_bar_t) / rescale * x + sqrt(1 - alpha_bar_t) * eps * noise_scale;
 5. loss = mean over examples of mean_{C,T} (model(noisy, t, latent(clip)) - eps)^2;
+   with `objective = "flow"` instead noisy = (1 - s) eps + s x with flow time s = 1 - t / (N - 1), and the
+   target is the velocity x - eps (Lipman et al., 2023; `mbd.flow`);
 6. Adam step (optionally clipped), then EMA update of the weights (decay 0.99).
 
 With P processes each computes the loss on B/P examples and DDP averages the gradients, which equals the
@@ -30,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from .. import flow
 from ..bands import band_splitter
 from ..codec import Codec, load_codec
 from ..processor import BandProcessor
@@ -39,9 +42,10 @@ from .conditioning import Conditioner, MelConditioner
 from .config import RecipeError, TrainConfig
 from .data import CropSampler, scan, split_files, validation_clips
 from .logs import Board, CsvLog, Progress
+from .plots import plot_curves
 
 TRAIN_COLUMNS = ["step", "loss", "loss_q0", "loss_q1", "loss_q2", "loss_q3", "steps_per_s", "examples_per_s"]
-VALID_COLUMNS = ["step", "mel", "stft", "si_sdr"]
+VALID_COLUMNS = ["step", "mel", "stft", "si_sdr", "valid_loss_q0", "valid_loss_q1", "valid_loss_q2", "valid_loss_q3"]
 
 
 @dataclass
@@ -221,11 +225,14 @@ def train_band(
         if rank0 and v_clips is not None:
             ema.eval()
             est = evaluate.regenerate_band(
-                ema, processor, schedule, v_latents, v_len, config.log.valid_stride, config.seed
+                ema, processor, schedule, v_latents, v_len, config.log.valid_stride, config.seed, config.objective
             )
             scores = evaluate.score(est, v_target, sr)
+            target = v_target if processor is None else processor.project(v_target)
+            scores.update(evaluate.quarter_losses(ema, target, v_latents, schedule, config.objective, config.seed))
             valid_log.write({"step": step, **scores})
             board.scalars("valid", scores, step)
+            plot_curves(folder / "train.csv", folder / "valid.csv", folder / "curves.png", f"band {band}", "mel")
         if world > 1:
             dist.barrier()
 
@@ -257,12 +264,17 @@ def train_band(
                 x = processor.project(x)
             latent = conditioner(wav, crops[mine], sampler.files)
             t_mine, eps_mine = t[mine].to(env.device), eps[mine].to(env.device)
-            alpha_bar = alpha_bars[t_mine].view(-1, 1, 1)
-            # (4) q(x_t | x_0) (Ho et al., 2020, eq. 4)
-            noisy = alpha_bar.sqrt() / schedule.rescale * x + (1 - alpha_bar).sqrt() * eps_mine * schedule.noise_scale
+            if config.objective == "flow":  # (4') step k is flow time 1 - k / (N - 1); target u = x_1 - x_0
+                noisy, target = flow.add_noise(x, eps_mine, 1 - t_mine.float() / (schedule.num_steps - 1))
+            else:
+                alpha_bar = alpha_bars[t_mine].view(-1, 1, 1)
+                # (4) q(x_t | x_0) (Ho et al., 2020, eq. 4)
+                noise = (1 - alpha_bar).sqrt() * eps_mine * schedule.noise_scale
+                noisy = alpha_bar.sqrt() / schedule.rescale * x + noise
+                target = eps_mine
         with autocast:
             pred = net(noisy, t_mine, latent)
-        per_example = (pred.float() - eps_mine).pow(2).mean(dim=(1, 2))  # (5) [b]
+        per_example = (pred.float() - target).pow(2).mean(dim=(1, 2))  # (5) [b]
         loss = per_example.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,332 @@
+"""Spectral Multi-Band Diffusion: log-mel to waveform with one flow (or diffusion) model per STFT band.
+
+The MBD recipe (San Roman et al., 2023) at frame rate: the complex STFT is split into equal bin ranges
+(`mbd.spectral`); every band is generated from Gaussian noise in its own EQ-normalised space (the mel's
+envelope and the band's fitted sigma) by a shared frame-level network (`mbd.frame_net`) told which band it
+is, with the band's own time schedule; the bands are concatenated and inverted with the iSTFT. This is the
+layout of RFWave (Liu et al., ICLR 2025). The default objective is flow matching (`mbd.flow`, Lipman et al.,
+2023) sampled by an ODE solver; "ddpm" trains and samples the same network as an eps-predictor under MBD's
+power schedule (`mbd.schedule`, `mbd.sampler`).
+
+After sampling, the waveform can be re-EQ'd against the mel (`MelSpectrogram.equalize`) and polished by
+a few Griffin-Lim iterations that keep the sampled phase as their start (`mel_eq`, `griffin_lim`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import checkpoint, flow
+from .frame_net import FrameNet, FrameNetConfig
+from .mel import MelConfig, MelSpectrogram
+from .sampler import sample as diffusion_sample
+from .sampler import spaced_steps
+from .schedule import PowerSchedule
+from .spectral import SpectralBands, SpectralConfig
+
+Objective = Literal["flow", "ddpm"]
+FAMILY = "spectral"
+
+
+@dataclass(frozen=True)
+class SpectralMBDConfig:
+    """Args:
+    sample_rate: audio rate in Hz (the mel's).
+    mel: the conditioning log-mel.
+    spectral: the STFT and its bands (n_fft and hop must be the mel's).
+    net: the shared band network.
+    objective: "flow" (velocity regression, ODE sampling) or "ddpm" (eps regression, `diffusion`).
+    schedules: one flow time schedule per band ("flow").
+    diffusion: the noise schedule ("ddpm").
+    steps: default number of network evaluations per band.
+    solver: default ODE solver ("flow").
+    """
+
+    sample_rate: int = 24_000
+    mel: MelConfig = field(default_factory=MelConfig)
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)
+    net: FrameNetConfig = field(default_factory=FrameNetConfig)
+    objective: Objective = "flow"
+    schedules: tuple[flow.FlowSchedule, ...] = (flow.FlowSchedule(),) * 4
+    diffusion: PowerSchedule = field(default_factory=PowerSchedule)
+    steps: int = 6
+    solver: flow.Solver = "euler"
+
+    def __post_init__(self) -> None:
+        s, m, n = self.spectral, self.mel, self.net
+        if (s.n_fft, s.hop_length, self.sample_rate) != (m.n_fft, m.hop_length, m.sample_rate):
+            raise ValueError("spectral.n_fft, spectral.hop_length and sample_rate must be the mel's")
+        if n.channels != 2 * s.band_bins or n.cond_dim != m.n_mels or n.n_bands != s.n_bands:
+            raise ValueError("net.channels, net.cond_dim and net.n_bands must be 2 * band bins, n_mels and n_bands")
+        if len(self.schedules) != s.n_bands:
+            raise ValueError(f"need one schedule per band ({s.n_bands}), got {len(self.schedules)}")
+        if self.objective not in ("flow", "ddpm") or self.solver not in flow.SOLVERS or self.steps < 1:
+            raise ValueError(f"bad objective, solver or steps: {self.objective!r}, {self.solver!r}, {self.steps}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": FAMILY, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpectralMBDConfig:
+        data = {k: v for k, v in data.items() if k != "family"}
+        return cls(
+            **{k: v for k, v in data.items() if k not in ("mel", "spectral", "net", "schedules", "diffusion")},
+            mel=MelConfig(**data["mel"]),
+            spectral=SpectralConfig(**data["spectral"]),
+            net=FrameNetConfig(**data["net"]),
+            schedules=tuple(flow.FlowSchedule(**s) for s in data["schedules"]),
+            diffusion=PowerSchedule(**data["diffusion"]),
+        )
+
+
+class SpectralMBD(nn.Module):
+    """Log-mel `[B, n_mels, T]` to audio `[B, 1, T * hop]` with per-band flow models over STFT frames.
+
+    Args:
+        config: the model's configuration.
+    """
+
+    codec = None
+
+    def __init__(self, config: SpectralMBDConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.features = MelSpectrogram(config.mel)
+        self.bands = SpectralBands(config.spectral, self.features.mel.mel_scale.fb)
+        self.net = FrameNet(config.net)
+
+    # --- construction and files -------------------------------------------------------------------------
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SpectralMBD:
+        """Build from a stored `(config, tensors)` pair; every key and shape must match."""
+        model = cls(SpectralMBDConfig.from_dict(config))
+        expected = model.state_dict()
+        if set(expected) != set(tensors):
+            raise checkpoint.CheckpointError(
+                f"checkpoint does not match its config: missing {sorted(set(expected) - set(tensors))[:8]}, "
+                f"unexpected {sorted(set(tensors) - set(expected))[:8]}"
+            )
+        wrong = [k for k, t in expected.items() if t.shape != tensors[k].shape]
+        if wrong:
+            raise checkpoint.CheckpointError(f"checkpoint shapes do not match its config: {wrong[:8]}")
+        model.load_state_dict({k: t.float() for k, t in tensors.items()})  # files may hold fp16 weights
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike) -> SpectralMBD:
+        """Load one of our spectral model files, or a bundled model by name (e.g. "mel24k")."""
+        from pathlib import Path
+
+        path = Path(name_or_path)
+        if not path.exists():
+            from . import hub
+
+            path = hub.resolve_model(name_or_path)
+        config, tensors = checkpoint.load(path)
+        if config.get("family") != FAMILY:
+            raise checkpoint.CheckpointError(f"{path}: not a spectral model; load it with MultiBandDiffusion")
+        return cls.from_state(config, tensors)
+
+    def save(self, path: str | os.PathLike, half: bool = False) -> None:
+        """Write one safetensors file with the config in its metadata; `half` stores the network in fp16."""
+        tensors = {k: (t.half() if half and k.startswith("net.") else t) for k, t in self.state_dict().items()}
+        checkpoint.save(path, self.config.to_dict(), tensors)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.mel.hop_length
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    # --- the per-band models ----------------------------------------------------------------------------
+
+    def condition(self, log_mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """STFT-frame conditioning and envelope from a log-mel of one frame per STFT frame.
+
+        Args:
+            log_mel: `[B, n_mels, T']`.
+
+        Returns:
+            `(cond [B * n_bands, n_mels, T'], envelope [B, n_fft // 2, T'])`.
+        """
+        cond = self.features.condition(log_mel).repeat_interleave(self.config.spectral.n_bands, dim=0)
+        return cond, self.bands.envelope(log_mel)
+
+    def band_ids(self, batch: int) -> torch.Tensor:
+        """Band index of each row of a band-flattened batch `[B * n_bands]`."""
+        return torch.arange(self.config.spectral.n_bands, device=self.device).repeat(batch)
+
+    def band_times(self, steps: int) -> torch.Tensor:
+        """Each band's sampling times `[steps + 1, n_bands]`."""
+        return torch.stack([s.times(steps) for s in self.config.schedules], dim=1)
+
+    @torch.no_grad()
+    def sample_bands(
+        self,
+        cond: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        solver: flow.Solver | None = None,
+    ) -> torch.Tensor:
+        """Sample every band in its normalised space.
+
+        Args:
+            cond: conditioning `[B * n_bands, n_mels, T']` (see `condition`).
+            steps: network evaluations per band (Heun: about half as many ODE steps); default `config.steps`.
+            generator: source of the initial noise (drawn on its device; torch's global CPU generator for None).
+            solver: "euler" or "heun" ("flow" only).
+
+        Returns:
+            `[B, n_bands, 2 * bins, T']`.
+        """
+        c = self.config
+        n = c.spectral.n_bands
+        rows, frames = cond.shape[0], cond.shape[-1]
+        steps = c.steps if steps is None else int(steps)
+        device = "cpu" if generator is None else generator.device
+        x0 = torch.randn(rows, c.net.channels, frames, generator=generator, device=device).to(self.device)
+        ids = self.band_ids(rows // n)
+        if c.objective == "flow":
+            solver = solver or c.solver
+            times = self.band_times(max(1, (steps + 1) // 2) if solver == "heun" else steps)  # [S + 1, n]
+            times = times.repeat(1, rows // n).to(self.device)  # [S + 1, B * n]
+            with progress_bar(len(times) - 1, rows // n * frames * self.hop_length / self.sample_rate) as bar:
+                x = flow.sample(lambda x, t: self.net(x, t, ids, cond), x0, times, solver, lambda i, x: bar.update())
+        else:
+            num = c.diffusion.num_steps
+
+            def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
+                return self.net(x, torch.full((rows,), (num - 1 - t) / num, device=x.device), ids, cond)  # 1: clean
+
+            x = diffusion_sample("ddim", denoise, lambda: x0, c.diffusion, spaced_steps(steps, num))
+        return x.view(rows // n, n, c.net.channels, frames)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        log_mel: torch.Tensor,
+        length: int,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        solver: flow.Solver | None = None,
+    ) -> torch.Tensor:
+        """The model's own output (no re-EQ, no projection): log-mel `[B, n_mels, T]` to audio `[B, 1, length]`
+        with `length <= T * hop`; the mel's last frame is repeated for the centred STFT's extra frame."""
+        log_mel = torch.cat([log_mel, log_mel[..., -1:]], dim=-1).to(self.device)  # [B, n_mels, T + 1]
+        cond, env = self.condition(log_mel)
+        x = self.sample_bands(cond, steps, generator, solver)
+        return self.bands.istft(self.bands.denormalise(x, env), length)
+
+    # --- the user-facing calls (the interface `mbd.vocode` and the CLI use, as for `MultiBandDiffusion`) ---
+
+    def step_list(self, evaluations: int | None = None, sampler: str = "ddpm") -> int:
+        """Network evaluations per band for a requested count (the ODE solver is the model's own; `sampler`
+        is accepted for the interface of `MultiBandDiffusion` and ignored)."""
+        return self.config.steps if evaluations is None else int(evaluations)
+
+    @torch.no_grad()
+    def vocode(
+        self,
+        mel: torch.Tensor,
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        options: object | None = None,
+        mel_eq: float = 1.0,
+        griffin_lim: int = 0,
+    ) -> torch.Tensor:
+        """Log-mel to audio: the model's output, re-EQ'd against the mel, then optionally polished.
+
+        Args:
+            mel: natural-log magnitude mel `[n_mels, T]` or `[B, n_mels, T]` (see `mbd.mel`; checked by
+                `MelSpectrogram.check`).
+            steps: network evaluations per band; default `config.steps`.
+            generator: source of the initial noise.
+            options: accepted for the interface of `MultiBandDiffusion.vocode`; unused.
+            mel_eq: strictness of the re-EQ against the mel (`MelSpectrogram.equalize`), 0 (off) to 1.
+            griffin_lim: Griffin-Lim iterations that start from the sampled phase and keep the re-EQ'd
+                magnitudes (0: none).
+
+        Returns:
+            audio `[B, 1, T * hop]` (`[1, T * hop]` for a `[n_mels, T]` input).
+        """
+        batched = mel.dim() == 3
+        mel = self.features.check(mel).to(self.device)  # [B, n_mels, T]
+        length = mel.shape[-1] * self.hop_length
+        wav = self.generate(mel, length, steps, generator)
+        wav = self.features.equalize(wav, mel, mel_eq)
+        if griffin_lim > 0:
+            wav = polish(wav, self.config.mel, griffin_lim)
+        if not torch.isfinite(wav).all():
+            raise FloatingPointError("vocode produced NaN or infinite samples (are the model's weights finite?)")
+        return wav if batched else wav[0]
+
+    @torch.no_grad()
+    def regenerate(
+        self,
+        wav: torch.Tensor,
+        sample_rate: int,
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        options: object | None = None,
+    ) -> torch.Tensor:
+        """Audio `[B, C, L]` to log-mel and back, each channel on its own, at the input's rate."""
+        import julius
+
+        wav = wav.to(self.device)
+        if sample_rate != self.sample_rate:
+            wav = julius.resample_frac(wav, sample_rate, self.sample_rate)
+        B, C, L = wav.shape
+        mel = self.features.frame_aligned(wav.reshape(B * C, 1, L))  # [B * C, n_mels, T]
+        out = self.vocode(mel, steps=steps, generator=generator)[..., :L].reshape(B, C, L)
+        if sample_rate != self.sample_rate:
+            out = julius.resample_frac(out, self.sample_rate, sample_rate)
+        return out
+
+
+PROGRESS_SECONDS = 30.0
+"""Sampling at least this many seconds of audio in one call shows a progress bar on a terminal."""
+
+
+def progress_bar(steps: int, seconds: float) -> tqdm:
+    """A per-step progress bar on stderr for long jobs, shown only on a terminal (tqdm's `disable=None`)."""
+    return tqdm(total=steps, desc=f"vocoding {seconds:.0f} s", unit="step", leave=False, file=sys.stderr,
+                disable=None if seconds >= PROGRESS_SECONDS else True)
+
+
+def polish(wav: torch.Tensor, mel: MelConfig, iterations: int, momentum: float = 0.99) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin et al., 2013; the update of torchaudio's `griffinlim`) started from the phase
+    of `wav` `[B, 1, L]` and keeping its STFT magnitudes: a projection towards consistent spectrograms.
+    (torchaudio's and librosa's functions start from random or constant phases, so the loop is written here.)"""
+    window = torch.hann_window(mel.n_fft, device=wav.device)
+
+    def stft(x: torch.Tensor) -> torch.Tensor:
+        return torch.stft(x, mel.n_fft, mel.hop_length, window=window, return_complex=True)
+
+    def istft(spec: torch.Tensor) -> torch.Tensor:
+        return torch.istft(spec, mel.n_fft, mel.hop_length, window=window, length=wav.shape[-1])
+
+    spec = stft(wav[:, 0].float())  # [B, F, T']
+    magnitude, phase = spec.abs(), spec / spec.abs().clamp(min=1e-16)
+    previous = torch.zeros_like(spec)
+    for _ in range(iterations):
+        rebuilt = stft(istft(magnitude * phase))
+        phase = rebuilt - previous * (momentum / (1 + momentum))
+        phase = phase / phase.abs().clamp(min=1e-16)
+        previous = rebuilt
+    return istft(magnitude * phase)[:, None].to(wav.dtype)

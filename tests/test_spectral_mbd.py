@@ -1,0 +1,126 @@
+"""mbd.spectral_mbd: the spectral model's files, sampling, vocode/regenerate, loading by name and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import mbd
+from mbd import checkpoint
+from mbd.api import load_model
+from mbd.frame_net import FrameNetConfig
+from mbd.mel import MelError
+from mbd.spectral_mbd import SpectralMBD, SpectralMBDConfig
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "speech.flac"
+
+
+def tiny(seed: int = 0, **changes: object) -> SpectralMBD:
+    torch.manual_seed(seed)
+    config = dataclasses.replace(SpectralMBDConfig(net=FrameNetConfig(dim=8, blocks=1)), **changes)
+    model = SpectralMBD(config).eval()
+    model.bands.sigma.copy_(torch.tensor([0.5, 0.8, 1.0, 1.2]))
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("spectral") / "tiny.safetensors"
+    tiny().save(path)
+    return path
+
+
+def mel_of(seconds: float = 0.5, seed: int = 0) -> torch.Tensor:
+    wav = torch.randn(1, 1, int(seconds * 24000), generator=torch.Generator().manual_seed(seed)) * 0.1
+    return tiny().features.frame_aligned(wav)  # [1, 100, T]
+
+
+def test_file_round_trip_is_exact_and_fp16_files_load_as_float32(tmp_path: Path, tiny_path: Path) -> None:
+    model, mel = tiny(), mel_of()
+    loaded = SpectralMBD.from_pretrained(tiny_path)
+    assert loaded.config == model.config
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    torch.testing.assert_close(loaded.vocode(mel, generator=g()), model.vocode(mel, generator=g()), rtol=0, atol=0)
+    model.save(tmp_path / "half.safetensors", half=True)
+    half = SpectralMBD.from_pretrained(tmp_path / "half.safetensors")
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    assert half.bands.sigma.tolist() == model.bands.sigma.tolist()  # statistics stay float32
+
+
+def test_mismatched_files_and_configs_are_refused(tmp_path: Path, tiny_path: Path) -> None:
+    config, tensors = checkpoint.load(tiny_path)
+    tensors.pop("net.head.bias")
+    with pytest.raises(checkpoint.CheckpointError, match="missing"):
+        SpectralMBD.from_state(config, tensors)
+    config["net"]["dim"] = 16
+    with pytest.raises(checkpoint.CheckpointError, match="shapes"):
+        SpectralMBD.from_state(config, checkpoint.load(tiny_path)[1])
+    with pytest.raises(ValueError, match="mel"):
+        SpectralMBDConfig(spectral=dataclasses.replace(SpectralMBDConfig().spectral, hop_length=128))
+    with pytest.raises(ValueError, match="schedule"):
+        SpectralMBDConfig(schedules=())
+
+
+@pytest.mark.parametrize("objective,solver", [("flow", "euler"), ("flow", "heun"), ("ddpm", "euler")])
+def test_vocode_shapes_seeding_and_kinds(objective: str, solver: str) -> None:
+    model, mel = tiny(objective=objective, solver=solver), mel_of()
+    frames = mel.shape[-1]
+    one = model.vocode(mel[0], generator=torch.Generator().manual_seed(1), steps=3)
+    assert one.shape == (1, frames * 256) and torch.isfinite(one).all()
+    again = model.vocode(mel[0], generator=torch.Generator().manual_seed(1), steps=3)
+    other = model.vocode(mel[0], generator=torch.Generator().manual_seed(2), steps=3)
+    assert torch.equal(one, again) and not torch.equal(one, other)
+    batch = model.vocode(torch.cat([mel, mel]), generator=torch.Generator().manual_seed(1), steps=3)
+    assert batch.shape == (2, 1, frames * 256)
+    with pytest.raises(MelError, match="transposed"):
+        model.vocode(mel[0].T)
+
+
+def test_mel_eq_and_polish_move_the_output_towards_the_mel() -> None:
+    model, mel = tiny(), mel_of(1.0)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    distance = {}
+    settings = {"raw": dict(mel_eq=0.0), "eq": dict(mel_eq=1.0), "gl": dict(mel_eq=1.0, griffin_lim=4)}
+    for name, kwargs in settings.items():
+        wav = model.vocode(mel, generator=g(), **kwargs)
+        distance[name] = (model.features.frame_aligned(wav) - mel).abs().mean().item()
+    assert distance["eq"] < 0.5 * distance["raw"]
+    assert distance["gl"] < 1.5 * distance["eq"]  # the projection keeps the re-EQ'd magnitudes (up to consistency)
+
+
+def test_regenerate_resamples_and_keeps_length() -> None:
+    model = tiny()
+    wav = torch.randn(1, 2, 16000) * 0.1
+    out = model.regenerate(wav, 16000, generator=torch.Generator().manual_seed(0), steps=2)
+    assert out.shape == (1, 2, 16000) and torch.isfinite(out).all()
+
+
+def test_api_loads_spectral_files_and_keeps_the_input_kind(tiny_path: Path) -> None:
+    model = load_model(str(tiny_path), "cpu")
+    assert isinstance(model, SpectralMBD)
+    mel = mel_of()[0].numpy()
+    audio, sr = mbd.vocode(mel, tiny_path, seed=3, device="cpu")
+    assert isinstance(audio, np.ndarray) and audio.shape == (1, mel.shape[-1] * 256) and sr == 24000
+    again, _ = mbd.vocode(mel, tiny_path, seed=3, device="cpu")
+    np.testing.assert_array_equal(audio, again)
+    with pytest.raises(ValueError, match="mel spectrograms"):
+        mbd.decode(np.zeros((4, 10), dtype=np.int64), tiny_path, device="cpu")
+
+
+def test_cli_vocode_with_a_spectral_model(tmp_path: Path, tiny_path: Path) -> None:
+    np.save(tmp_path / "a.npy", mel_of()[0].numpy())
+    out = tmp_path / "a.wav"
+    cmd = [sys.executable, "-m", "mbd", "vocode", str(tmp_path / "a.npy"), "-o", str(out), "--model", str(tiny_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "MBD_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    audio, sr = sf.read(out)
+    assert sr == 24000 and len(audio) == mel_of().shape[-1] * 256 and np.isfinite(audio).all()
