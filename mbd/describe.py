@@ -46,6 +46,8 @@ def _is_token_tensor(path: Path) -> bool:
 
 def _describe_checkpoint(path: Path) -> str:
     config, tensors = checkpoint.load(path)
+    if config.get("family") == "spectral":
+        return _describe_spectral(path, config, tensors)
     params = sum(t.numel() for name, t in tensors.items() if ".unet." in name)
     lines = [
         f"{path}: MBD checkpoint, {len(config['bands'])} band(s), {config['sample_rate']} Hz, "
@@ -56,6 +58,17 @@ def _describe_checkpoint(path: Path) -> str:
         eq = "no EQ processor" if processor is None else f"EQ processor (power_std {processor['power_std']})"
         lines.append(f"  band {i}: U-Net hidden {unet['hidden']}, depth {unet['depth']}, {eq}")
     return "\n".join(lines)
+
+
+def _describe_spectral(path: Path, config: dict, tensors: dict) -> str:
+    params = sum(t.numel() for name, t in tensors.items() if name.startswith("net."))
+    s, net, mel = config["spectral"], config["net"], config["mel"]
+    return (
+        f"{path}: spectral MBD checkpoint, {s['n_bands']} STFT bands of {s['n_fft'] // 2 // s['n_bands']} bins, "
+        f"{config['sample_rate']} Hz, {mel['n_mels']}-bin log-mel input (n_fft {mel['n_fft']}, hop "
+        f"{mel['hop_length']}), objective {config['objective']}, {config['steps']} steps by default\n"
+        f"  shared frame network: {net['blocks']} ConvNeXt blocks, width {net['dim']}, {params:,} parameters"
+    )
 
 
 def _condition(config: dict) -> str:

@@ -134,6 +134,15 @@ class MelSpectrogram(nn.Module):
             return wav
         c = self.config
         window = torch.hann_window(c.n_fft, device=wav.device)
+        spec = self.equalized_stft(wav, mel, strictness)
+        out = torch.istft(spec, c.n_fft, c.hop_length, window=window, length=wav.shape[-1])  # [B, L]
+        return out[:, None].to(wav.dtype)
+
+    def equalized_stft(self, wav: torch.Tensor, mel: torch.Tensor, strictness: float = 1.0) -> torch.Tensor:
+        """The STFT of `wav` `[B, 1, L]` with each frame's mel-band energies scaled towards the log-mel `mel`
+        `[B, n_mels, T]` (see `equalize`, which inverts it): complex `[B, n_fft // 2 + 1, L // hop + 1]`."""
+        c = self.config
+        window = torch.hann_window(c.n_fft, device=wav.device)
         spec = torch.stft(wav[:, 0].float(), c.n_fft, c.hop_length, window=window, return_complex=True)  # [B, F, T']
         fb = self.mel.mel_scale.fb  # [F, n_mels]
         have = torch.log((fb.T @ spec.abs()).clamp(min=c.clip_val))  # [B, n_mels, T']
@@ -141,9 +150,29 @@ class MelSpectrogram(nn.Module):
         want = F.pad(mel.float(), (0, frames - mel.shape[-1]), mode="replicate") if mel.shape[-1] < frames else mel
         log_gain = strictness * (want[..., :frames] - have)  # [B, n_mels, T']
         weights = fb / fb.sum(dim=1, keepdim=True).clamp(min=1e-8)  # [F, n_mels]: bins without a filter keep gain 1
-        spec = spec * torch.exp(weights @ log_gain)  # [B, F, T']
-        out = torch.istft(spec, c.n_fft, c.hop_length, window=window, length=wav.shape[-1])  # [B, L]
-        return out[:, None].to(wav.dtype)
+        return spec * torch.exp(weights @ log_gain)  # [B, F, T']
+
+    def magnitude(self, mel: torch.Tensor, iterations: int = 30) -> torch.Tensor:
+        """The non-negative least-squares linear magnitude behind a log-mel: argmin_{A >= 0} ||fb^T A - exp(mel)||,
+        by the multiplicative updates of Lee and Seung (2001) started from each band's magnitude spread evenly
+        over its filter (librosa's `mel_to_stft` solves the same problem with L-BFGS-B, much more slowly).
+
+        Args:
+            mel: natural-log magnitude mel `[B, n_mels, T]`.
+            iterations: multiplicative updates.
+
+        Returns:
+            magnitudes `[B, n_fft // 2 + 1, T]`.
+        """
+        fb = self.mel.mel_scale.fb  # [F, n_mels]
+        target = mel.float().exp()  # [B, n_mels, T]
+        area = fb.sum(dim=0).clamp(min=1e-8)  # [n_mels]
+        share = fb / fb.sum(dim=1, keepdim=True).clamp(min=1e-8)  # [F, n_mels]
+        a = (share @ (target / area[:, None])).clamp(min=1e-10)  # [B, F, T]
+        numerator = fb @ target
+        for _ in range(iterations):
+            a = a * numerator / (fb @ (fb.T @ a)).clamp(min=1e-10)
+        return a
 
     def check(self, mel: torch.Tensor, name: str = "mel") -> torch.Tensor:
         """Validate a user's log-mel and return it as `[B, n_mels, T]` float32.

@@ -216,6 +216,21 @@ class SpectralMBD(nn.Module):
         return x.view(rows // n, n, c.net.channels, frames)
 
     @torch.no_grad()
+    def sample_spectrogram(
+        self,
+        log_mel: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        solver: flow.Solver | None = None,
+    ) -> torch.Tensor:
+        """The model's complex STFT for a log-mel `[B, n_mels, T]`: `[B, n_fft // 2 + 1, T + 1]` (the centred STFT
+        of `T * hop` samples; the mel's last frame is repeated for the extra frame, the Nyquist bin is zero)."""
+        log_mel = torch.cat([log_mel, log_mel[..., -1:]], dim=-1).to(self.device)  # [B, n_mels, T + 1]
+        cond, env = self.condition(log_mel)
+        spec = self.bands.denormalise(self.sample_bands(cond, steps, generator, solver), env)  # [B, F, T + 1]
+        return torch.cat([spec, spec.new_zeros(spec.shape[0], 1, spec.shape[-1])], dim=1)
+
+    @torch.no_grad()
     def generate(
         self,
         log_mel: torch.Tensor,
@@ -225,11 +240,9 @@ class SpectralMBD(nn.Module):
         solver: flow.Solver | None = None,
     ) -> torch.Tensor:
         """The model's own output (no re-EQ, no projection): log-mel `[B, n_mels, T]` to audio `[B, 1, length]`
-        with `length <= T * hop`; the mel's last frame is repeated for the centred STFT's extra frame."""
-        log_mel = torch.cat([log_mel, log_mel[..., -1:]], dim=-1).to(self.device)  # [B, n_mels, T + 1]
-        cond, env = self.condition(log_mel)
-        x = self.sample_bands(cond, steps, generator, solver)
-        return self.bands.istft(self.bands.denormalise(x, env), length)
+        with `length <= T * hop`."""
+        spec = self.sample_spectrogram(log_mel, steps, generator, solver)
+        return self.bands.istft(spec[:, :-1], length)
 
     # --- the user-facing calls (the interface `mbd.vocode` and the CLI use, as for `MultiBandDiffusion`) ---
 
@@ -248,6 +261,7 @@ class SpectralMBD(nn.Module):
         options: object | None = None,
         mel_eq: float = 1.0,
         griffin_lim: int = 0,
+        model_magnitude: float = 1.0,
     ) -> torch.Tensor:
         """Log-mel to audio: the model's output, re-EQ'd against the mel, then optionally polished.
 
@@ -258,8 +272,11 @@ class SpectralMBD(nn.Module):
             generator: source of the initial noise.
             options: accepted for the interface of `MultiBandDiffusion.vocode`; unused.
             mel_eq: strictness of the re-EQ against the mel (`MelSpectrogram.equalize`), 0 (off) to 1.
-            griffin_lim: Griffin-Lim iterations that start from the sampled phase and keep the re-EQ'd
-                magnitudes (0: none).
+            griffin_lim: Griffin-Lim iterations (`polish`) that start from the model's sampled phases and keep
+                the target magnitudes A (0: none, the re-EQ'd output is returned).
+            model_magnitude: with `griffin_lim`, the weight w of the model's re-EQ'd magnitudes A_model against
+                the mel's non-negative least-squares magnitudes A_mel (`MelSpectrogram.magnitude`):
+                A = A_model^w A_mel^(1 - w); 1 keeps the model's, 0 takes the mel's.
 
         Returns:
             audio `[B, 1, T * hop]` (`[1, T * hop]` for a `[n_mels, T]` input).
@@ -267,10 +284,16 @@ class SpectralMBD(nn.Module):
         batched = mel.dim() == 3
         mel = self.features.check(mel).to(self.device)  # [B, n_mels, T]
         length = mel.shape[-1] * self.hop_length
-        wav = self.generate(mel, length, steps, generator)
-        wav = self.features.equalize(wav, mel, mel_eq)
+        spec = self.sample_spectrogram(mel, steps, generator)  # [B, F, T + 1]
+        wav = self.bands.istft(spec[:, :-1], length)
         if griffin_lim > 0:
-            wav = polish(wav, self.config.mel, griffin_lim)
+            target = self.features.equalized_stft(wav, mel, mel_eq).abs()  # [B, F, T + 1]
+            if model_magnitude != 1:
+                least_squares = self.features.magnitude(torch.cat([mel, mel[..., -1:]], dim=-1))
+                target = target.clamp(min=1e-10) ** model_magnitude * least_squares ** (1 - model_magnitude)
+            wav = polish(target * spec / spec.abs().clamp(min=1e-16), self.config.mel, griffin_lim, length)
+        else:
+            wav = self.features.equalize(wav, mel, mel_eq)
         if not torch.isfinite(wav).all():
             raise FloatingPointError("vocode produced NaN or infinite samples (are the model's weights finite?)")
         return wav if batched else wav[0]
@@ -309,24 +332,29 @@ def progress_bar(steps: int, seconds: float) -> tqdm:
                 disable=None if seconds >= PROGRESS_SECONDS else True)
 
 
-def polish(wav: torch.Tensor, mel: MelConfig, iterations: int, momentum: float = 0.99) -> torch.Tensor:
-    """Fast Griffin-Lim (Perraudin et al., 2013; the update of torchaudio's `griffinlim`) started from the phase
-    of `wav` `[B, 1, L]` and keeping its STFT magnitudes: a projection towards consistent spectrograms.
-    (torchaudio's and librosa's functions start from random or constant phases, so the loop is written here.)"""
-    window = torch.hann_window(mel.n_fft, device=wav.device)
+def polish(spec: torch.Tensor, mel: MelConfig, iterations: int, length: int, momentum: float = 0.99) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin et al., 2013; the update of torchaudio's `griffinlim`) that keeps the
+    magnitudes of `spec` and starts from its phases, rather than from random or constant phases as
+    torchaudio's and librosa's functions do: a projection of an inconsistent spectrogram (e.g. re-EQ'd
+    magnitudes over the model's phases) towards a consistent one.
 
-    def stft(x: torch.Tensor) -> torch.Tensor:
-        return torch.stft(x, mel.n_fft, mel.hop_length, window=window, return_complex=True)
+    Args:
+        spec: complex STFT `[B, n_fft // 2 + 1, T']` (the mel's n_fft and hop, Hann window, centred).
+        length: output samples.
 
-    def istft(spec: torch.Tensor) -> torch.Tensor:
-        return torch.istft(spec, mel.n_fft, mel.hop_length, window=window, length=wav.shape[-1])
+    Returns:
+        audio `[B, 1, length]`.
+    """
+    window = torch.hann_window(mel.n_fft, device=spec.device)
 
-    spec = stft(wav[:, 0].float())  # [B, F, T']
+    def istft(x: torch.Tensor) -> torch.Tensor:
+        return torch.istft(x, mel.n_fft, mel.hop_length, window=window, length=length)
+
     magnitude, phase = spec.abs(), spec / spec.abs().clamp(min=1e-16)
     previous = torch.zeros_like(spec)
     for _ in range(iterations):
-        rebuilt = stft(istft(magnitude * phase))
+        rebuilt = torch.stft(istft(magnitude * phase), mel.n_fft, mel.hop_length, window=window, return_complex=True)
         phase = rebuilt - previous * (momentum / (1 + momentum))
         phase = phase / phase.abs().clamp(min=1e-16)
         previous = rebuilt
-    return istft(magnitude * phase)[:, None].to(wav.dtype)
+    return istft(magnitude * phase)[:, None]

@@ -299,3 +299,21 @@ def test_mel24k_turns_silence_into_silence() -> None:
     out = model.regenerate(torch.zeros(1, 1, SR), SR, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 1, SR)
     assert out.abs().max().item() < 1e-3 and abs(out.mean().item()) < 1e-5
+
+
+def test_magnitude_solves_the_nonnegative_least_squares_problem_as_librosa_does() -> None:
+    import librosa
+
+    features = MelSpectrogram(MelConfig())
+    mel = features(_speechlike(0.5) + 0.01 * torch.randn(1, 1, SR // 2, generator=torch.Generator().manual_seed(0)))
+    ours = features.magnitude(mel, iterations=50)[0].double()  # [F, T]
+    theirs = torch.from_numpy(librosa.feature.inverse.mel_to_stft(
+        np.exp(mel[0].double().numpy()), sr=SR, n_fft=1024, power=1.0, htk=True, norm=None))  # L-BFGS-B
+    fb = features.mel.mel_scale.fb.double()
+    target = mel[0].double().exp()
+
+    def residual(a: torch.Tensor) -> float:
+        return (torch.linalg.norm(fb.T @ a - target) / torch.linalg.norm(target)).item()
+
+    assert (ours >= 0).all() and ours.shape == theirs.shape
+    assert residual(ours) < 0.05 and residual(ours) < 2 * residual(theirs) + 1e-3

@@ -124,3 +124,14 @@ def test_cli_vocode_with_a_spectral_model(tmp_path: Path, tiny_path: Path) -> No
     assert done.returncode == 0, done.stderr
     audio, sr = sf.read(out)
     assert sr == 24000 and len(audio) == mel_of().shape[-1] * 256 and np.isfinite(audio).all()
+
+
+def test_cli_info_and_convert_know_spectral_files(tmp_path: Path, tiny_path: Path, capsys) -> None:
+    from mbd.cli import main
+
+    assert main(["info", str(tiny_path)]) == 0
+    out = capsys.readouterr().out
+    assert "spectral MBD checkpoint, 4 STFT bands of 128 bins" in out and "width 8" in out
+    assert main(["convert", str(tiny_path), str(tmp_path / "copy.safetensors")]) == 0
+    a, b = SpectralMBD.from_pretrained(tiny_path), SpectralMBD.from_pretrained(tmp_path / "copy.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

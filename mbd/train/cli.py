@@ -10,13 +10,16 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 from ..checkpoint import CheckpointError
-from .config import RecipeError, load_recipe
+from .config import RecipeError, TrainConfig, load_recipe
 from .data import DataError
-from .spectral_config import is_spectral_recipe, load_spectral_recipe
+from .spectral_config import SpectralTrainConfig, is_spectral_recipe, load_spectral_recipe
 from .state import assemble
 from .trainer import train
+
+Recipe = TypeVar("Recipe", TrainConfig, SpectralTrainConfig)
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -46,17 +49,22 @@ def _assemble_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _with_steps(config: Recipe, steps: int | None) -> Recipe:
+    """The recipe with `--steps` as its step budget (unchanged for None)."""
+    if steps is None:
+        return config
+    if steps <= 0:
+        raise RecipeError(f"--steps must be > 0, got {steps}")
+    return dataclasses.replace(config, optim=dataclasses.replace(config.optim, steps=steps))
+
+
 def _train_spectral(args: argparse.Namespace) -> int:
     """`family = "spectral"` recipes: one shared network for all bands (`mbd.train.spectral_trainer`)."""
     from .spectral_trainer import train as train_spectral
 
     if args.band or args.codec_weights:
         raise RecipeError("--band and --codec-weights do not apply to a spectral recipe (all bands train at once)")
-    config = load_spectral_recipe(args.recipe)
-    if args.steps is not None:
-        if args.steps <= 0:
-            raise RecipeError(f"--steps must be > 0, got {args.steps}")
-        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, steps=args.steps))
+    config = _with_steps(load_spectral_recipe(args.recipe), args.steps)
     if args.max_seconds is not None:
         config = dataclasses.replace(config, log=dataclasses.replace(config.log, max_seconds=args.max_seconds))
     path = train_spectral(config, args.out, resume=args.resume)
@@ -77,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _train_parser().parse_args(argv)
         if is_spectral_recipe(args.recipe):
             return _train_spectral(args)
-        config = load_recipe(args.recipe)
-        if args.steps is not None:
-            if args.steps <= 0:
-                raise RecipeError(f"--steps must be > 0, got {args.steps}")
-            config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, steps=args.steps))
+        config = _with_steps(load_recipe(args.recipe), args.steps)
         if args.codec_weights is not None:
             weights = str(Path(args.codec_weights).resolve())
             config = dataclasses.replace(config, codec=dataclasses.replace(config.codec, weights=weights))
