@@ -7,9 +7,13 @@ frames) is turned into the model's log-mel (`mbd.mel`) and back into audio by th
 - `griffin-lim`: librosa's `mel_to_audio` with the same mel (HTK, no norm, magnitude, centred, reflect
   padding), `--gl-iters` iterations (default 32) from seeded random phases;
 - `noise + mel-eq`: a control, white noise re-EQ'd against the mel (what the re-EQ alone achieves);
-- the model, from the same seed per clip: `raw` (`vocode(mel_eq=0, griffin_lim=0)`), `mel-eq` (`mel_eq=1`),
-  `mel-eq + GL k` for k in `--polish` (k Griffin-Lim iterations from the model's phase; spectral models
-  only), `default` (`vocode(mel)`, only the generator given); `--steps 4,8` adds raw/mel-eq/default `@4`, `@8`.
+- the model, from the same seed per clip: `raw` (`vocode(mel_eq=0, griffin_lim=0)`), `mel-eq` (`mel_eq=1,
+  griffin_lim=0`),
+  `mel-eq + GL k w=W` for k in `--polish` and w in `--weights` (k Griffin-Lim iterations from the model's
+  phase on the magnitudes A_model^w A_mel^(1-w), `vocode(griffin_lim=k, model_magnitude=w)`; spectral models
+  only) and its control `control: GL k w=0 random phase` (the same iterations on the mel's least-squares
+  magnitudes from random phases: no network at all, what the network's phase has to beat), `default`
+  (`vocode(mel)`, only the generator given); `--steps 4,8` adds raw/mel-eq/default `@4`, `@8`.
 
 Metrics against the ground truth, all clips: log-mel L1 (mean |log-mel difference|), MR-STFT (mean over FFT
 sizes 512/1024/2048, hop n_fft/4, of spectral convergence plus mean |log-magnitude difference|), SI-SDR (dB).
@@ -27,8 +31,10 @@ CREPE full costs about 0.1 s per frame on one busy CPU core (`--crepe tiny` for 
 Under the table the `default` row is checked against targets (PASS/FAIL; `--check`: exit 1 on any FAIL or
 unmeasured target). A PNG shows log-magnitude spectrograms of one speech clip.
 
-    python benchmarks/mel_quality.py [--model mel24k] [--clips 21] [--seconds 4] [--steps 4,8] [--polish 8,32]
-        [--json out.json] [--png benchmarks/mel_quality.png] [--check]
+    python benchmarks/mel_quality.py [--model mel24k] [--clips 21] [--seconds 4] [--steps 4,8] [--polish 32]
+        [--weights 1,0] [--skip SYSTEMS] [--crepe full|tiny] [--json out.json] [--png benchmarks/mel_quality.png]
+        [--check]
+    python benchmarks/mel_quality.py --merge a.json b.json [--default-polishes] [--check]
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from mbd.api import load_model
 from mbd.mel import MelSpectrogram
 from mbd.pipeline import MultiBandDiffusion
 from mbd.spectral_mbd import SpectralMBD
+from mbd.spectral_mbd import polish as polish_stft
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["mel_l1", "mrstft", "si_sdr", "pesq", "stoi", "periodicity", "vuv_f1", "dnsmos"]
@@ -179,7 +186,9 @@ def griffin_lim(mel: torch.Tensor, features: MelSpectrogram, length: int, iters:
     return torch.from_numpy(wav).float()[None, None]
 
 
-def model_outputs(model: Vocoder, mel: torch.Tensor, seed: int, steps: list[int], polish: list[int]) -> dict:
+def model_outputs(
+    model: Vocoder, mel: torch.Tensor, seed: int, steps: list[int], polish: list[int], weights: list[float]
+) -> dict:
     """The model's rows for one clip; every call starts from the same seed."""
     spectral = "griffin_lim" in inspect.signature(model.vocode).parameters
 
@@ -187,12 +196,21 @@ def model_outputs(model: Vocoder, mel: torch.Tensor, seed: int, steps: list[int]
         g = torch.Generator().manual_seed(seed)
         return model.vocode(mel, steps=None if n is None else model.step_list(n), generator=g, **kw)
 
-    outs = {"raw": run(mel_eq=0.0), "mel-eq": run(mel_eq=1.0)}
+    plain = {"griffin_lim": 0} if spectral else {}  # no projection, whatever the model's default
+    outs = {"raw": run(mel_eq=0.0, **plain), "mel-eq": run(mel_eq=1.0, **plain)}
     for k in polish if spectral else []:
-        outs[f"mel-eq + GL {k}"] = run(mel_eq=1.0, griffin_lim=k)
+        for w in weights:
+            outs[f"mel-eq + GL {k} w={w:g}"] = run(mel_eq=1.0, griffin_lim=k, model_magnitude=w)
+        # the control: the same Griffin-Lim on the mel's least-squares magnitudes, from random phases
+        length = mel.shape[-1] * model.hop_length
+        magnitude = model.features.magnitude(torch.cat([mel, mel[..., -1:]], dim=-1))
+        angle = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(seed)) * 2 * math.pi
+        outs[f"control: GL {k} w=0 random phase"] = polish_stft(torch.polar(magnitude, angle), model.config.mel,
+                                                                  k, length)
     outs["default"] = run()
     for n in steps:
-        outs[f"raw @{n}"], outs[f"mel-eq @{n}"], outs[f"default @{n}"] = run(n, mel_eq=0.0), run(n, mel_eq=1.0), run(n)
+        outs[f"raw @{n}"], outs[f"mel-eq @{n}"] = run(n, mel_eq=0.0, **plain), run(n, mel_eq=1.0, **plain)
+        outs[f"default @{n}"] = run(n)
     return outs
 
 
@@ -261,7 +279,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--gl-iters", type=int, default=32)
     parser.add_argument("--steps", type=ints, default=[], help="extra step counts, e.g. 4,6,8")
-    parser.add_argument("--polish", type=ints, default=[8, 32], help="Griffin-Lim iterations after mel-eq")
+    parser.add_argument("--polish", type=ints, default=[32], help="Griffin-Lim iterations after mel-eq")
+    parser.add_argument("--weights", type=lambda t: [float(x) for x in t.split(",") if x.strip()],
+                        default=[1.0, 0.0], help="model_magnitude values of the polished rows")
     parser.add_argument("--default-polishes", action="store_true", help="treat the default as GL-polished")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--crepe", default="full", choices=["full", "tiny"], help="torchcrepe model (CARGAN: full)")
@@ -269,7 +289,17 @@ def main() -> None:
     parser.add_argument("--png", type=Path, default=REPO / "benchmarks" / "mel_quality.png", help="'' for none")
     parser.add_argument("--png-clip", type=int, default=0, help="which speech clip (0: the first)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
+    parser.add_argument("--skip", type=lambda t: [x.strip() for x in t.split(",") if x.strip()], default=[],
+                        help="systems not to score, e.g. 'noise + mel-eq,mel-eq' (faster)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="print the table of earlier --json files instead "
+                        "(e.g. the model-independent rows of one run with --skip, the model's of another)")
     args = parser.parse_args()
+    if args.merge:
+        results = [r for path in args.merge for r in json.loads(path.read_text())]
+        rows = list({r["clip"]: {"kind": r["kind"]} for r in results}.values())
+        means = {s: summary(results, s) for s in dict.fromkeys(r["system"] for r in results)}
+        print_table(means, rows, args)
+        sys.exit(1 if check_targets(means, args.default_polishes) and args.check else 0)
     torch.set_num_threads(args.threads)
     model = load_model(str(args.model), "cpu")
     features, sr, hop = model.features, model.sample_rate, model.hop_length
@@ -286,13 +316,23 @@ def main() -> None:
         outs = {"ground truth": ref, "griffin-lim": griffin_lim(features(ref), features, length, args.gl_iters)}
         noise = torch.randn(ref.shape, generator=torch.Generator().manual_seed(i)) * 0.01
         outs["noise + mel-eq"] = features.equalize(noise, mel)
-        outs.update(model_outputs(model, mel, i, args.steps, args.polish))
+        outs.update(model_outputs(model, mel, i, args.steps, args.polish, args.weights))
         polishes = polishes or not torch.allclose(outs["default"], outs["mel-eq"], atol=1e-6)
         speech = row["kind"] == "speech"
         r16 = julius.resample_frac(ref.flatten(), sr, 16000) if speech else None
         ref_pitch = optional_pitch(r16, args.crepe) if speech else None
+        scored: dict[str, dict] = {}
         for system, est in outs.items():
-            scores = {"mel_l1": log_mel_l1(features, est, ref), "mrstft": mrstft(est, ref), "si_sdr": si_sdr(est, ref)}
+            if system in args.skip:
+                continue
+            same = next((s for s in scored if torch.equal(outs[s], est)), None)  # e.g. the default's own row
+            if same is not None:
+                scored[system] = scores = dict(scored[same])
+                results.append({"clip": row["path"], "kind": row["kind"], "system": system, **scores})
+                continue
+            scored[system] = scores = {
+                "mel_l1": log_mel_l1(features, est, ref), "mrstft": mrstft(est, ref), "si_sdr": si_sdr(est, ref)
+            }
             if speech:
                 e16 = julius.resample_frac(est.flatten(), sr, 16000)
                 est_pitch = ref_pitch if est is ref or ref_pitch is None else optional_pitch(e16, args.crepe)
@@ -343,6 +383,10 @@ def check_targets(means: dict[str, dict[str, float]], polishes: bool) -> int:
     if polishes:
         targets += [("default", "periodicity", "<", gl["periodicity"], "griffin-lim"),
                     ("default", "dnsmos", ">", gl["dnsmos"], "griffin-lim")]  # fmt: skip
+        control = next((name for name in means if name.startswith("control: GL")), None)
+        if control is not None:  # the network's part: the same pipeline from random phases, no network
+            targets += [("default", "periodicity", "<", means[control]["periodicity"], control),
+                        ("default", "dnsmos", ">", means[control]["dnsmos"], control)]  # fmt: skip
     compare = {"<=": float.__le__, ">=": float.__ge__, "<": float.__lt__, ">": float.__gt__}
     print(f"\ntargets (default {'uses' if polishes else 'does not use'} Griffin-Lim polishing):")
     failed = 0

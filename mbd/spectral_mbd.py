@@ -47,6 +47,8 @@ class SpectralMBDConfig:
     diffusion: the noise schedule ("ddpm").
     steps: default number of network evaluations per band.
     solver: default ODE solver ("flow").
+    griffin_lim: default Griffin-Lim iterations after sampling in `vocode` (0: none).
+    model_magnitude: default weight of the model's magnitudes in that projection (see `vocode`).
     """
 
     sample_rate: int = 24_000
@@ -58,6 +60,8 @@ class SpectralMBDConfig:
     diffusion: PowerSchedule = field(default_factory=PowerSchedule)
     steps: int = 6
     solver: flow.Solver = "euler"
+    griffin_lim: int = 0
+    model_magnitude: float = 1.0
 
     def __post_init__(self) -> None:
         s, m, n = self.spectral, self.mel, self.net
@@ -69,6 +73,9 @@ class SpectralMBDConfig:
             raise ValueError(f"need one schedule per band ({s.n_bands}), got {len(self.schedules)}")
         if self.objective not in ("flow", "ddpm") or self.solver not in flow.SOLVERS or self.steps < 1:
             raise ValueError(f"bad objective, solver or steps: {self.objective!r}, {self.solver!r}, {self.steps}")
+        if self.griffin_lim < 0 or not 0 <= self.model_magnitude <= 1:
+            raise ValueError(f"need griffin_lim >= 0 and 0 <= model_magnitude <= 1, got {self.griffin_lim}, "
+                             f"{self.model_magnitude}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": FAMILY, **asdict(self)}
@@ -260,8 +267,8 @@ class SpectralMBD(nn.Module):
         generator: torch.Generator | None = None,
         options: object | None = None,
         mel_eq: float = 1.0,
-        griffin_lim: int = 0,
-        model_magnitude: float = 1.0,
+        griffin_lim: int | None = None,
+        model_magnitude: float | None = None,
     ) -> torch.Tensor:
         """Log-mel to audio: the model's output, re-EQ'd against the mel, then optionally polished.
 
@@ -273,10 +280,11 @@ class SpectralMBD(nn.Module):
             options: accepted for the interface of `MultiBandDiffusion.vocode`; unused.
             mel_eq: strictness of the re-EQ against the mel (`MelSpectrogram.equalize`), 0 (off) to 1.
             griffin_lim: Griffin-Lim iterations (`polish`) that start from the model's sampled phases and keep
-                the target magnitudes A (0: none, the re-EQ'd output is returned).
+                the target magnitudes A (0: none, the re-EQ'd output is returned); default `config.griffin_lim`.
             model_magnitude: with `griffin_lim`, the weight w of the model's re-EQ'd magnitudes A_model against
                 the mel's non-negative least-squares magnitudes A_mel (`MelSpectrogram.magnitude`):
-                A = A_model^w A_mel^(1 - w); 1 keeps the model's, 0 takes the mel's.
+                A = A_model^w A_mel^(1 - w); 1 keeps the model's, 0 takes the mel's; default
+                `config.model_magnitude`.
 
         Returns:
             audio `[B, 1, T * hop]` (`[1, T * hop]` for a `[n_mels, T]` input).
@@ -284,6 +292,8 @@ class SpectralMBD(nn.Module):
         batched = mel.dim() == 3
         mel = self.features.check(mel).to(self.device)  # [B, n_mels, T]
         length = mel.shape[-1] * self.hop_length
+        griffin_lim = self.config.griffin_lim if griffin_lim is None else griffin_lim
+        model_magnitude = self.config.model_magnitude if model_magnitude is None else model_magnitude
         spec = self.sample_spectrogram(mel, steps, generator)  # [B, F, T + 1]
         wav = self.bands.istft(spec[:, :-1], length)
         if griffin_lim > 0:

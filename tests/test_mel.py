@@ -202,7 +202,7 @@ def test_mel24k_own_output_follows_the_mel() -> None:
     wav = torch.from_numpy(soundfile.read(Path(__file__).resolve().parents[1] / "examples" / "speech.flac",
                                           dtype="float32")[0])[None, None]
     mel = model.features.frame_aligned(wav)
-    out = model.vocode(mel, generator=torch.Generator().manual_seed(0), mel_eq=0.0)
+    out = model.vocode(mel, generator=torch.Generator().manual_seed(0), mel_eq=0.0, griffin_lim=0)
     assert out.shape == (1, 1, mel.shape[-1] * 256)
     assert (model.features.frame_aligned(out[..., : wav.shape[-1]]) - mel).abs().mean().item() <= 0.35
 

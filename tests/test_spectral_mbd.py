@@ -135,3 +135,21 @@ def test_cli_info_and_convert_know_spectral_files(tmp_path: Path, tiny_path: Pat
     assert main(["convert", str(tiny_path), str(tmp_path / "copy.safetensors")]) == 0
     a, b = SpectralMBD.from_pretrained(tiny_path), SpectralMBD.from_pretrained(tmp_path / "copy.safetensors")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_default_path_comes_from_the_model_file(tmp_path: Path) -> None:
+    """A file's config sets vocode's default projection; model_magnitude 0 keeps the mel's least-squares
+    magnitudes, so even an untrained network's output then follows the mel closely."""
+    model = tiny(griffin_lim=8, model_magnitude=0.0)
+    model.save(tmp_path / "m.safetensors")
+    loaded = SpectralMBD.from_pretrained(tmp_path / "m.safetensors")
+    mel = mel_of(1.0)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    default = loaded.vocode(mel, generator=g())
+    torch.testing.assert_close(default, loaded.vocode(mel, generator=g(), griffin_lim=8, model_magnitude=0.0))
+    assert not torch.equal(default, loaded.vocode(mel, generator=g(), griffin_lim=0))
+    distance = (loaded.features.frame_aligned(default) - mel).abs().mean().item()
+    raw = (loaded.features.frame_aligned(loaded.vocode(mel, generator=g(), mel_eq=0.0, griffin_lim=0)) - mel)
+    assert distance < 0.25 * raw.abs().mean().item()
+    with pytest.raises(ValueError, match="model_magnitude"):
+        tiny(model_magnitude=2.0)
