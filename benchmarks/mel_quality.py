@@ -291,6 +291,8 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     parser.add_argument("--skip", type=lambda t: [x.strip() for x in t.split(",") if x.strip()], default=[],
                         help="systems not to score, e.g. 'noise + mel-eq,mel-eq' (faster)")
+    parser.add_argument("--part", type=lambda t: tuple(int(x) for x in t.split("/")), default=(0, 1),
+                        help="I/N: score only clips i with i %% N == I (run N processes, then --merge their --json)")
     parser.add_argument("--merge", type=Path, nargs="+", help="print the table of earlier --json files instead "
                         "(e.g. the model-independent rows of one run with --skip, the model's of another)")
     args = parser.parse_args()
@@ -305,9 +307,12 @@ def main() -> None:
     features, sr, hop = model.features, model.sample_rate, model.hop_length
     assert features is not None, "a mel model is needed"
     rows = held_out(args.manifest, args.clips)
+    part, parts = args.part
     results: list[dict] = []
     polishes, speech_seen, tic = args.default_polishes, 0, time.perf_counter()
     for i, row in enumerate(rows):
+        if i % parts != part:  # another process's clip (--part)
+            continue
         wav, file_sr = sf.read(args.manifest.parent / row["path"], dtype="float32", always_2d=True)
         assert file_sr == sr, f"{row['path']}: {file_sr} Hz"
         length = min(len(wav), int(args.seconds * sr)) // hop * hop
