@@ -297,10 +297,13 @@ class SpectralMBD(nn.Module):
         spec = self.sample_spectrogram(mel, steps, generator)  # [B, F, T + 1]
         wav = self.bands.istft(spec[:, :-1], length)
         if griffin_lim > 0:
-            target = self.features.equalized_stft(wav, mel, mel_eq).abs()  # [B, F, T + 1]
+            target = 1.0  # A = A_model^w A_mel^(1 - w), each factor computed only when its weight is not 0
+            if model_magnitude != 0:
+                target = self.features.equalized_stft(wav, mel, mel_eq).abs()  # [B, F, T + 1]
             if model_magnitude != 1:
+                target = target if model_magnitude == 0 else target.clamp(min=1e-10) ** model_magnitude
                 least_squares = self.features.magnitude(torch.cat([mel, mel[..., -1:]], dim=-1))
-                target = target.clamp(min=1e-10) ** model_magnitude * least_squares ** (1 - model_magnitude)
+                target = target * least_squares ** (1 - model_magnitude)
             wav = polish(target * spec / spec.abs().clamp(min=1e-16), self.config.mel, griffin_lim, length)
         else:
             wav = self.features.equalize(wav, mel, mel_eq)
