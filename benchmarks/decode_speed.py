@@ -30,8 +30,7 @@ from mbd.config import BandConfig, CodecConfig, MBDConfig
 from mbd.options import InferenceOptions
 from mbd.pipeline import MultiBandDiffusion
 from mbd.processor import ProcessorConfig
-from mbd.sampler import spaced_steps
-from mbd.schedule import PowerSchedule
+from mbd.diffusion import PowerSchedule, spaced_steps
 from mbd.unet import UNetConfig
 
 SIZES = {

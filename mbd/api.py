@@ -15,7 +15,7 @@ import torch
 from . import checkpoint
 from .options import FAITHFUL, DType, InferenceOptions
 from .pipeline import MultiBandDiffusion
-from .sampler import Sampler
+from .diffusion import Sampler
 from .spectral_mbd import FAMILY as SPECTRAL
 from .spectral_mbd import SpectralMBD
 from .tokens import validate_codes

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .options import InferenceOptions
-from .sampler import StepCallback, sample
-from .schedule import PowerSchedule
+from .diffusion import PowerSchedule, StepCallback, sample
 from .unet import DiffusionUNet, UNetConfig
 
 

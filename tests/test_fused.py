@@ -11,7 +11,7 @@ from mbd.gemm_conv import use_gemm
 from mbd.options import InferenceOptions
 from mbd.pipeline import MultiBandDiffusion
 from mbd.processor import ProcessorConfig
-from mbd.schedule import PowerSchedule
+from mbd.diffusion import PowerSchedule
 from mbd.unet import DiffusionUNet, UNetConfig
 
 FUSED = InferenceOptions(fused=True)

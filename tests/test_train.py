@@ -295,7 +295,7 @@ def test_scores() -> None:
 
 def test_validation_regeneration_with_an_oracle_denoiser_recovers_the_band() -> None:
     from mbd.processor import BandProcessor, ProcessorConfig
-    from mbd.schedule import PowerSchedule
+    from mbd.diffusion import PowerSchedule
 
     torch.manual_seed(0)
     schedule = PowerSchedule()

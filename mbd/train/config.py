@@ -18,7 +18,7 @@ from typing import Any
 
 from ..mel import MelConfig
 from ..processor import ProcessorConfig
-from ..schedule import PowerSchedule
+from ..diffusion import PowerSchedule
 from ..unet import UNetConfig
 
 try:

@@ -16,7 +16,7 @@ import tomllib
 from ..flow import FlowSchedule, Solver
 from ..frame_net import FrameNetConfig
 from ..mel import MelConfig
-from ..schedule import PowerSchedule
+from ..diffusion import PowerSchedule
 from ..spectral import SpectralConfig
 from ..spectral_mbd import Objective, SpectralMBDConfig
 from .config import RecipeError, build
