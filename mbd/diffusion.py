@@ -174,10 +174,6 @@ def _clamp(x: torch.Tensor, schedules: list[PowerSchedule]) -> torch.Tensor:
     return torch.minimum(torch.maximum(x, -bound), bound)
 
 
-def _noise_scale(schedules: list[PowerSchedule], x: torch.Tensor) -> torch.Tensor:
-    return _per_band([s.noise_scale for s in schedules], x)
-
-
 def _run(
     update: Update,
     denoise: Denoiser,
@@ -189,7 +185,7 @@ def _run(
 ) -> torch.Tensor:
     """The loop every sampler shares: scale the initial draw by s; per iteration i evaluate eps = s * model,
     step with `update`, clamp; after the last iteration multiply by `rescale`. Returns `[B, n * C, L]`."""
-    noise_scale = _noise_scale(schedules, x_T)
+    noise_scale = _per_band([s.noise_scale for s in schedules], x_T)
     x = x_T * noise_scale
     for i, t in enumerate(steps[:-1]):
         with torch.no_grad():
@@ -236,7 +232,7 @@ def ddpm_sample(
         alpha_bars_sub = s.alpha_bars()[list(reversed(steps))]
         alphas_sub.append(torch.cat([alpha_bars_sub[:1], alpha_bars_sub[1:] / alpha_bars_sub[:-1]]))
     alpha_bar = [s.alpha_bar(s.num_steps - 1) for s in schedules]
-    noise_scale = _noise_scale(schedules, x_T)
+    noise_scale = _per_band([s.noise_scale for s in schedules], x_T)
 
     def update(i: int, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         nonlocal alpha_bar
@@ -244,8 +240,7 @@ def ddpm_sample(
         # (1) posterior mean, per band: (x_t - (1 - alpha) / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha)
         c_eps = _per_band([(1 - a) / (1 - ab).sqrt() for a, ab in zip(alpha, alpha_bar)], x)
         x_prev = (x - c_eps * eps) / _per_band([a.sqrt() for a in alpha], x)
-        if i < len(steps) - 2:  # (2) the last iteration is deterministic and lands on alpha_bar = 1
-            # (2) sigma_t^2 = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha)
+        if i < len(steps) - 2:  # (2) sigma^2 = (1 - alpha_bar_prev) / (1 - alpha_bar_t) (1 - alpha); none at the end
             alpha_bar_prev = [s.alpha_bar(steps[i + 1]) for s in schedules]
             sigma = [((1 - abp) / (1 - ab) * (1 - a)) ** 0.5 for abp, ab, a in zip(alpha_bar_prev, alpha_bar, alpha)]
             x_prev += _per_band(sigma, x) * noise() * noise_scale
@@ -315,10 +310,7 @@ def dpmpp_2m_sample(
     D the second-order combination of the current and previous x0 predictions. The first step and the
     last (onto the clean signal) are first order, which makes the last one return the x0 prediction.
 
-    Args: those of `ddim_sample`.
-
-    Returns:
-        the final state `[B, n * C, L]`.
+    Args and returns: those of `ddim_sample`.
     """
     schedules = _as_list(schedules)
     x0_prev: torch.Tensor | None = None
@@ -379,10 +371,8 @@ def band_draws(
 ) -> NoiseSource:
     """The draws of one band, in AudioCraft's order: band 0's initial noise, then its posterior noises, then
     band 1's, and so on, each of `shape`. They come from `noise` `[n_bands, >= n_draws, *shape]` if given,
-    else from `generator` or, for None, torch's global generator (which replays AudioCraft's seeded runs).
-
-    Fresh draws are float32 on the generator's device (the output's device for the global generator), then
-    moved to `like`'s device and dtype.
+    else from `generator` or, for None, torch's global generator (which replays AudioCraft's seeded runs):
+    float32 on the generator's device (the output's for the global one), then moved to `like`'s device and dtype.
     """
     if noise is None:
         device = like.device if generator is None else generator.device

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .options import InferenceOptions
 from .diffusion import PowerSchedule, StepCallback, sample
+from .options import InferenceOptions
 from .unet import DiffusionUNet, UNetConfig
 
 

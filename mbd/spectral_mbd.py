@@ -24,10 +24,10 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint, flow
-from .frame_net import FrameNet, FrameNetConfig
-from .mel import MelConfig, MelSpectrogram
 from .diffusion import PowerSchedule, spaced_steps
 from .diffusion import sample as diffusion_sample
+from .frame_net import FrameNet, FrameNetConfig
+from .mel import MelConfig, MelSpectrogram
 from .spectral import SpectralBands, SpectralConfig
 
 Objective = Literal["flow", "ddpm"]

@@ -12,8 +12,8 @@ import torch
 import torchaudio
 
 from .. import flow
-from ..processor import BandProcessor
 from ..diffusion import PowerSchedule, add_noise, ddpm_sample, default_steps
+from ..processor import BandProcessor
 from ..unet import DiffusionUNet
 
 N_FFT, HOP, N_MELS = 1024, 256, 80
