@@ -27,11 +27,10 @@ from pathlib import Path
 import torch
 
 from mbd.config import BandConfig, CodecConfig, MBDConfig
+from mbd.diffusion import PowerSchedule, spaced_steps
 from mbd.options import InferenceOptions
 from mbd.pipeline import MultiBandDiffusion
 from mbd.processor import ProcessorConfig
-from mbd.sampler import spaced_steps
-from mbd.schedule import PowerSchedule
 from mbd.unet import UNetConfig
 
 SIZES = {

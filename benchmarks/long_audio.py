@@ -29,9 +29,9 @@ import time
 import torch
 from decode_speed import HOP, MODES, SAMPLE_RATE, SIZES, build
 
+from mbd.diffusion import spaced_steps
 from mbd.eq import re_eq
 from mbd.options import InferenceOptions
-from mbd.sampler import spaced_steps
 
 
 def peak_gib(cuda: bool) -> float:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from . import checkpoint
+from .diffusion import Sampler
 from .options import FAITHFUL, DType, InferenceOptions
 from .pipeline import MultiBandDiffusion
-from .sampler import Sampler
 from .spectral_mbd import FAMILY as SPECTRAL
 from .spectral_mbd import SpectralMBD
 from .tokens import validate_codes

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from .diffusion import PowerSchedule
 from .mel import MelConfig
 from .processor import ProcessorConfig
-from .schedule import PowerSchedule
 from .unet import UNetConfig
 
 

@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .diffusion import PowerSchedule, StepCallback, sample
 from .options import InferenceOptions
-from .sampler import StepCallback, sample
-from .schedule import PowerSchedule
 from .unet import DiffusionUNet, UNetConfig
 
 

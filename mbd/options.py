@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from .sampler import SAMPLERS, Sampler
+from .diffusion import SAMPLERS, Sampler
 
 DType = Literal["float32", "bfloat16", "float16"]
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

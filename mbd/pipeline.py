@@ -17,18 +17,16 @@ import julius
 import torch
 from torch import nn
 
-from . import checkpoint, flow
+from . import checkpoint, diffusion, flow
 from .chunking import decode_in_chunks
 from .config import BandConfig, MBDConfig
+from .diffusion import Sampler, all_draws, band_draws, sample
 from .eq import re_eq
 from .fused import FusedUNet, sample_fused, unstack_bands
 from .gemm_conv import use_gemm
 from .mel import MelSpectrogram
-from .noise import all_draws, band_draws
 from .options import DTYPES, FAITHFUL, DType, InferenceOptions
 from .processor import BandProcessor
-from .sampler import Sampler, sample, spaced_steps
-from .schedule import check_steps, default_steps
 from .unet import DiffusionUNet
 
 
@@ -190,6 +188,8 @@ class MultiBandDiffusion(nn.Module):
         if latents.dim() != 3:
             raise ValueError(f"latents must be [B, D, T], got {tuple(latents.shape)}")
         length = latents.shape[-1] * self.hop_length if length is None else int(length)
+        num_steps = min(band.schedule.num_steps for band in self.bands)
+        steps = diffusion.resolve_steps(steps, num_steps, options.sampler)  # the one check of the step list
         latents = latents.to(device=self.device, dtype=next(self.bands.parameters()).dtype)
         if options.chunk_seconds is None:
             return self._generate(latents, length, steps, generator, noise, on_step, options)
@@ -205,29 +205,22 @@ class MultiBandDiffusion(nn.Module):
         return decode_in_chunks(decode, latents, self.hop_length, length, chunk, overlap)
 
     def step_list(self, evaluations: int | None = None, sampler: Sampler = "ddpm") -> list[int]:
-        """The steps a sampler visits: AudioCraft's 20-step list for "ddpm" (also for 20 evaluations, or any
-        count dividing N evenly: every N/n-th step, then 0); otherwise `evaluations` (default 10) evenly
-        spaced steps."""
-        num_steps = self.config.bands[0].schedule.num_steps
-        if sampler == "ddpm" and (evaluations is None or num_steps % evaluations == 0):
-            return default_steps(num_steps, num_steps // (evaluations or 20))
-        return spaced_steps(evaluations or 10, num_steps)
+        """The steps a sampler visits for a number of model evaluations (see `mbd.diffusion.step_list`)."""
+        return diffusion.step_list(self.config.bands[0].schedule.num_steps, evaluations, sampler)
 
     def _generate(
         self,
         latents: torch.Tensor,
         length: int,
-        steps: list[int] | None,
+        steps: list[int],
         generator: torch.Generator | None,
         noise: torch.Tensor | None,
         on_step: StepCallback | None,
         options: InferenceOptions,
     ) -> torch.Tensor:
-        """`generate` on one span: latents `[B, D, T]` to audio `[B, C, length]`."""
+        """`generate` on one span: latents `[B, D, T]` to audio `[B, C, length]`; `steps` already checked."""
         shape = (latents.shape[0], self.config.bands[0].unet.channels, length)
         out = torch.zeros(shape, device=self.device, dtype=latents.dtype)
-        steps = check_steps(steps, self.config.bands[0].schedule.num_steps) if steps else None
-        steps = steps or self.step_list(None, options.sampler)
         n_draws = len(steps) - 1 if options.sampler == "ddpm" else 1
         n_bands = len(self.bands)
         schedules = [band.schedule for band in self.bands]

@@ -6,7 +6,7 @@ envelope and the band's fitted sigma) by a shared frame-level network (`mbd.fram
 is, with the band's own time schedule; the bands are concatenated and inverted with the iSTFT. This is the
 layout of RFWave (Liu et al., ICLR 2025). The default objective is flow matching (`mbd.flow`, Lipman et al.,
 2023) sampled by an ODE solver; "ddpm" trains and samples the same network as an eps-predictor under MBD's
-power schedule (`mbd.schedule`, `mbd.sampler`).
+power schedule (`mbd.diffusion`).
 
 After sampling, the waveform can be re-EQ'd against the mel (`MelSpectrogram.equalize`) and polished by
 a few Griffin-Lim iterations that keep the sampled phase as their start (`mel_eq`, `griffin_lim`).
@@ -24,11 +24,10 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint, flow
+from .diffusion import PowerSchedule, spaced_steps
+from .diffusion import sample as diffusion_sample
 from .frame_net import FrameNet, FrameNetConfig
 from .mel import MelConfig, MelSpectrogram
-from .sampler import sample as diffusion_sample
-from .sampler import spaced_steps
-from .schedule import PowerSchedule
 from .spectral import SpectralBands, SpectralConfig
 
 Objective = Literal["flow", "ddpm"]

@@ -106,3 +106,30 @@ def encodec_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("encodec") / "encodec_24khz-random.th"
     torch.save(random_encodec_24khz(seed=0).state_dict(), path)
     return path
+
+
+def oracle(x0: torch.Tensor, schedule):  # noqa: ANN001, ANN201
+    """The exact eps of the forward process x_t = sqrt(ab) x0 / rescale + sqrt(1 - ab) s eps (s = noise_scale)
+    for a data set holding the single signal x0 `[B, C, L]`, in float64: `denoise(x, t) -> eps`."""
+    alpha_bars = schedule.alpha_bars().double()
+
+    def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
+        ab = alpha_bars[t]
+        clean = ab.sqrt() * x0.double() / schedule.rescale
+        return ((x.double() - clean) / ((1 - ab).sqrt() * schedule.noise_scale)).float()
+
+    return denoise
+
+
+def tiny_diffusion_model(n_bands: int = 2, seed: int = 0) -> nn.Module:
+    """A random 24 kHz `MultiBandDiffusion` of `n_bands` tiny U-Nets (latents `[B, 8, T]`, no processor,
+    no codec attached): enough to run `generate(latents)` in milliseconds."""
+    from mbd.config import BandConfig, CodecConfig, MBDConfig
+    from mbd.diffusion import PowerSchedule
+    from mbd.pipeline import MultiBandDiffusion
+    from mbd.unet import UNetConfig
+
+    unet = UNetConfig(hidden=4, growth=2, depth=2, res_blocks=1, codec_dim=8)
+    torch.manual_seed(seed)
+    bands = tuple(BandConfig(unet, PowerSchedule(), None) for _ in range(n_bands))
+    return MultiBandDiffusion(MBDConfig(24000, CodecConfig("encodec_24khz", 4), bands)).eval()

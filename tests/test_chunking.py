@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from mbd.chunking import chunk_spans, crossfade_window, decode_in_chunks
+from mbd.diffusion import PowerSchedule, ddim_sample, spaced_steps
 from mbd.options import InferenceOptions
-from mbd.sampler import ddim_sample, spaced_steps
-from mbd.schedule import PowerSchedule
+from tests.conftest import oracle
 from tests.test_fused import HOP, latents, tiny_mbd
-from tests.test_samplers import oracle
 
 
 def test_chunk_spans_cover_with_overlap() -> None:

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from mbd.config import BandConfig, CodecConfig, MBDConfig
+from mbd.diffusion import PowerSchedule
 from mbd.fused import FusedUNet, stack_bands, unstack_bands
 from mbd.gemm_conv import use_gemm
 from mbd.options import InferenceOptions
 from mbd.pipeline import MultiBandDiffusion
 from mbd.processor import ProcessorConfig
-from mbd.schedule import PowerSchedule
 from mbd.unet import DiffusionUNet, UNetConfig
 
 FUSED = InferenceOptions(fused=True)

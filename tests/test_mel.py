@@ -16,8 +16,8 @@ import mbd
 from mbd import MultiBandDiffusion, checkpoint, hub
 from mbd.cli import main
 from mbd.config import BandConfig, CodecConfig, MBDConfig
+from mbd.diffusion import PowerSchedule
 from mbd.mel import MelConfig, MelError, MelSpectrogram
-from mbd.schedule import PowerSchedule
 from mbd.spectral_mbd import SpectralMBD
 from mbd.unet import UNetConfig
 from tests.test_pipeline import tiny

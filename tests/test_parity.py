@@ -7,8 +7,8 @@ import torch
 
 from mbd import MultiBandDiffusion, checkpoint
 from mbd.bands import band_splitter, split_bands
+from mbd.diffusion import PowerSchedule, default_steps
 from mbd.options import InferenceOptions
-from mbd.schedule import PowerSchedule, default_steps
 from tests.conftest import FakeCodec, Golden, record, requires_golden
 
 pytestmark = requires_golden

@@ -7,9 +7,9 @@ import torch
 
 from mbd import MultiBandDiffusion, checkpoint
 from mbd.config import BandConfig, CodecConfig, MBDConfig
+from mbd.diffusion import PowerSchedule
 from mbd.mel import MelConfig
 from mbd.processor import ProcessorConfig
-from mbd.schedule import PowerSchedule
 from mbd.unet import UNetConfig
 
 UNET = UNetConfig(hidden=4, growth=2, depth=3, res_blocks=1, codec_dim=8, num_steps=1000)

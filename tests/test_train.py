@@ -294,8 +294,8 @@ def test_scores() -> None:
 
 
 def test_validation_regeneration_with_an_oracle_denoiser_recovers_the_band() -> None:
+    from mbd.diffusion import PowerSchedule
     from mbd.processor import BandProcessor, ProcessorConfig
-    from mbd.schedule import PowerSchedule
 
     torch.manual_seed(0)
     schedule = PowerSchedule()

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..diffusion import PowerSchedule
 from ..mel import MelConfig
 from ..processor import ProcessorConfig
-from ..schedule import PowerSchedule
 from ..unet import UNetConfig
 
 try:

@@ -12,9 +12,8 @@ import torch
 import torchaudio
 
 from .. import flow
+from ..diffusion import PowerSchedule, add_noise, ddpm_sample, default_steps
 from ..processor import BandProcessor
-from ..sampler import ddpm_sample
-from ..schedule import PowerSchedule, default_steps
 from ..unet import DiffusionUNet
 
 N_FFT, HOP, N_MELS = 1024, 256, 80
@@ -105,8 +104,7 @@ def quarter_losses(
         if objective == "flow":
             noisy, target = flow.add_noise(x, eps, 1 - t.float() / (num - 1))
         else:
-            alpha_bar = schedule.alpha_bars().to(x)[t].view(-1, 1, 1)
-            noisy, target = alpha_bar.sqrt() * x + (1 - alpha_bar).sqrt() * eps, eps
+            noisy, target = add_noise(x, t, eps, schedule), eps
         out[f"valid_loss_q{q}"] = (unet(noisy, t, latents) - target).pow(2).mean().item()
     return out
 

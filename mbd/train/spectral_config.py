@@ -13,10 +13,10 @@ from typing import Any
 
 import tomllib
 
+from ..diffusion import PowerSchedule
 from ..flow import FlowSchedule, Solver
 from ..frame_net import FrameNetConfig
 from ..mel import MelConfig
-from ..schedule import PowerSchedule
 from ..spectral import SpectralConfig
 from ..spectral_mbd import Objective, SpectralMBDConfig
 from .config import RecipeError, build

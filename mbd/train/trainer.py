@@ -1,4 +1,4 @@
-"""The training loop of one band model (spec §f): a plain PyTorch loop, torchrun-ready.
+"""The training loop of one band model: a plain PyTorch loop, torchrun-ready.
 
 Per step, for band b of n (`alpha_bar` and noise as in DDPM, Ho et al., 2020, Algorithm 1):
 1. draw the global batch of crops, steps t ~ U{0..N-1} per example and eps ~ N(0, I) from a generator
@@ -6,7 +6,7 @@ Per step, for band b of n (`alpha_bar` and noise as in DDPM, Ho et al., 2020, Al
 2. x = split_bands(clip, sr, n)[b]: the target is the band-passed clip;
 3. while the processor is fitting (its first `num_samples` examples), update its statistics on the whole
    global batch, then x = processor.project(x);
-4. noisy = sqrt(alpha_bar_t) / rescale * x + sqrt(1 - alpha_bar_t) * eps * noise_scale;
+4. noisy = q(x_t | x_0) = `mbd.diffusion.add_noise(x, t, eps, schedule)`;
 5. loss = mean over examples of mean_{C,T} (model(noisy, t, latent(clip)) - eps)^2;
    with `objective = "flow"` instead noisy = (1 - s) eps + s x with flow time s = 1 - t / (N - 1), and the
    target is the velocity x - eps (Lipman et al., 2023; `mbd.flow`);
@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import flow
 from ..bands import band_splitter
 from ..codec import Codec, load_codec
+from ..diffusion import add_noise
 from ..processor import BandProcessor
 from ..unet import DiffusionUNet
 from . import evaluate, state
@@ -205,7 +206,6 @@ def train_band(
     use_bf16 = o.precision == "bf16" or (o.precision == "auto" and env.device.type == "cuda")
     autocast = torch.autocast(env.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     schedule = config.schedule
-    alpha_bars = schedule.alpha_bars().to(env.device)
 
     # --- validation set and logs (rank 0) ------------------------------------------------------------
     board = train_log = valid_log = None
@@ -267,11 +267,7 @@ def train_band(
             if config.objective == "flow":  # (4') step k is flow time 1 - k / (N - 1); target u = x_1 - x_0
                 noisy, target = flow.add_noise(x, eps_mine, 1 - t_mine.float() / (schedule.num_steps - 1))
             else:
-                alpha_bar = alpha_bars[t_mine].view(-1, 1, 1)
-                # (4) q(x_t | x_0) (Ho et al., 2020, eq. 4)
-                noise = (1 - alpha_bar).sqrt() * eps_mine * schedule.noise_scale
-                noisy = alpha_bar.sqrt() / schedule.rescale * x + noise
-                target = eps_mine
+                noisy, target = add_noise(x, t_mine, eps_mine, schedule), eps_mine  # (4)
         with autocast:
             pred = net(noisy, t_mine, latent)
         per_example = (pred.float() - target).pow(2).mean(dim=(1, 2))  # (5) [b]
