@@ -75,6 +75,8 @@ class SpectralMBDConfig:
         if self.griffin_lim < 0 or not 0 <= self.model_magnitude <= 1:
             raise ValueError(f"need griffin_lim >= 0 and 0 <= model_magnitude <= 1, got {self.griffin_lim}, "
                              f"{self.model_magnitude}")
+        if (self.diffusion.rescale, self.diffusion.noise_scale) != (1.0, 1.0):  # the spectral trainer uses neither
+            raise ValueError("diffusion.rescale and diffusion.noise_scale must be 1 for spectral models")
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": FAMILY, **asdict(self)}

@@ -153,3 +153,12 @@ def test_default_path_comes_from_the_model_file(tmp_path: Path) -> None:
     assert distance < 0.25 * raw.abs().mean().item()
     with pytest.raises(ValueError, match="model_magnitude"):
         tiny(model_magnitude=2.0)
+
+
+def test_rescale_is_refused_for_spectral_models() -> None:
+    """The spectral trainer draws x_t without `rescale`/`noise_scale`, so a model may not declare them."""
+    from mbd.diffusion import PowerSchedule
+    from mbd.spectral_mbd import SpectralMBDConfig
+
+    with pytest.raises(ValueError, match="rescale and diffusion.noise_scale must be 1"):
+        SpectralMBDConfig(diffusion=PowerSchedule(rescale=2.0))
