@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import RecipeError
 from ..mel import MelConfig
 from ..processor import ProcessorConfig
 from ..schedule import PowerSchedule
@@ -25,10 +26,6 @@ try:
     import tomllib
 except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
-
-
-class RecipeError(ValueError):
-    """A recipe is malformed or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -329,8 +326,3 @@ def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
     )
     codec = dataclasses.replace(config.codec, weights=fix(config.codec.weights), cache_dir=fix(config.codec.cache_dir))
     return dataclasses.replace(config, data=data, codec=codec)
-
-
-def from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config stored by `TrainConfig.to_dict()` (e.g. in a training-state checkpoint)."""
-    return validate(build(TrainConfig, data, "config"))
