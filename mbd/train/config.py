@@ -96,7 +96,7 @@ class LogConfig:
     checkpoint_every: steps between checkpoints (the last step is always saved).
     valid_stride: validation samples with every `valid_stride`-th diffusion step (50: AudioCraft's 20).
     tensorboard: also write TensorBoard events when `tensorboard` is installed.
-    progress: show a progress bar (tqdm if installed, else log lines).
+    progress: show a progress bar.
     """
 
     log_every: int = 50

@@ -307,7 +307,7 @@ def train_band(
             if rank0:
                 train_log.write(row)
                 board.scalars("train", {k: v for k, v in row.items() if k != "step"}, step)
-            progress.update(step, step - tic_step, {"loss": row["loss"], "it/s": speed})
+            progress.update(step - tic_step, {"loss": row["loss"], "it/s": speed})
             window.zero_()
             tic, tic_step = time.perf_counter(), step
         if step % config.log.checkpoint_every == 0 or step == o.steps:
