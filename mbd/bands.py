@@ -1,4 +1,4 @@
-"""Mel-spaced frequency bands (spec §d, "Band splitting").
+"""Mel-spaced frequency bands (julius' `SplitBands`, which AudioCraft uses for all three splits).
 
 MBD splits audio into bands three times: 4 bands to pick each model's training target, 8 bands inside
 the EQ processor and 32 bands for the final re-EQ. All three use julius' windowed-sinc low-pass cascade

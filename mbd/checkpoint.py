@@ -1,4 +1,5 @@
-"""Checkpoint files: our safetensors format, and AudioCraft's released pickles (spec §e).
+"""Checkpoint files: our safetensors format, and AudioCraft's released pickles (as
+audiocraft/models/loaders.py's `load_diffusion_models` reads them).
 
 This module deals only in `(config, tensors)`: a JSON-able config dict and a flat dict of named tensors. It
 builds no model. Our format is one `.safetensors` file holding every band's U-Net weights and processor

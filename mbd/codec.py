@@ -1,4 +1,5 @@
-"""The EnCodec adapter: tokens -> codec latent, tokens -> audio, audio -> tokens (spec §a, "Codec latent").
+"""The EnCodec adapter: tokens -> codec latent, tokens -> audio, audio -> tokens (as AudioCraft's
+`CompressionModel.decode_latent`, audiocraft/models/encodec.py).
 
 MBD is conditioned on the codec latent: for codes `[B, K, T]` the latent is the sum of the rows of the K
 codebooks, `z[b, :, t] = sum_k E_k[codes[b, k, t]]`, i.e. the quantized EnCodec embedding just before the

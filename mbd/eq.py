@@ -1,4 +1,5 @@
-"""Re-EQ: match the spectral envelope of the diffusion output to the codec's own decode (spec §a).
+"""Re-EQ: match the spectral envelope of the diffusion output to the codec's own decode (AudioCraft's
+`MultiBandDiffusion.re_eq`, audiocraft/models/multibanddiffusion.py).
 
 The band statistics and the rescaled output are computed segment by segment along time
 (`split_bands_in_segments`), so the 32-band split of a long output never exists in memory at once: a

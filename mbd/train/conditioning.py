@@ -1,4 +1,5 @@
-"""Conditioning for training: the codec latent (spec §f, "Condition") or the log-mel of the full-band clip.
+"""Conditioning for training: the codec latent (as in AudioCraft's
+audiocraft/solvers/diffusion.py) or the log-mel of the full-band clip.
 
 `Conditioner` computes codec latents, `MelConditioner` log-mel features (`mbd.mel`, the same definition as at
 inference); the recipe's `conditioner` picks one. Both map a batch of crops to `[B, D, T]`.

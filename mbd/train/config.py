@@ -1,4 +1,5 @@
-"""Training recipes: a `TrainConfig` dataclass tree read from TOML (spec §f).
+"""Training recipes: a `TrainConfig` dataclass tree read from TOML (AudioCraft's defaults:
+config/solver/diffusion/default.yaml).
 
 A recipe is plain data. Every table maps onto one dataclass; unknown keys, wrong types and impossible
 values raise `RecipeError` naming the offending key, before any data is read or any model is built.

@@ -1,4 +1,5 @@
-"""Training audio: finding files, seeded random crops and fixed validation clips (spec §f, "Data").
+"""Training audio: finding files, seeded random crops and fixed validation clips (AudioCraft's
+audiocraft/solvers/diffusion.py).
 
 Files come from folders (searched recursively) or manifests. Anything soundfile can read works; audio is
 downmixed to mono and resampled to the training rate on the fly. Unreadable files are skipped with a

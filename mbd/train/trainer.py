@@ -1,4 +1,5 @@
-"""The training loop of one band model (spec §f): a plain PyTorch loop, torchrun-ready.
+"""The training loop of one band model (AudioCraft's `DiffusionSolver`, audiocraft/solvers/diffusion.py): a
+plain PyTorch loop, torchrun-ready.
 
 Per step, for band b of n (`alpha_bar` and noise as in DDPM, Ho et al., 2020, Algorithm 1):
 1. draw the global batch of crops, steps t ~ U{0..N-1} per example and eps ~ N(0, I) from a generator
