@@ -258,3 +258,19 @@ def test_bad_options_are_user_errors(tmp_path: Path, capsys) -> None:
     assert main(["encode", str(_tone(tmp_path / "t.wav")), "-o", str(tmp_path / "t.npy"), "--bandwidth", "2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mbd: error: --bandwidth: EnCodec 24 kHz has no 2.0 kbps mode") and err.count("\n") == 1
+
+
+@pytest.mark.xfail(raises=ValueError, reason="mbd.hub raises ValueError for an unknown model name", strict=True)
+def test_unknown_model_name_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("MBD_OFFLINE", "1")
+    np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))
+    assert main(["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"), "--model", "nosuchmodel"]) == 2
+    assert "nosuchmodel" in capsys.readouterr().err
+
+
+@pytest.mark.xfail(raises=ValueError, reason="mbd.sampler.spaced_steps raises ValueError for too many steps", strict=True)
+def test_too_many_steps_is_one_line(tmp_path: Path, model_path: Path, encodec_weights: Path, capsys) -> None:
+    np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))
+    args = ["--model", str(model_path), "--codec-weights", str(encodec_weights), "--steps", "5000"]
+    assert main(["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"), *args]) == 2
+    assert "5000" in capsys.readouterr().err
