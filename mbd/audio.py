@@ -1,9 +1,9 @@
-"""Audio files for the command line: read as mono at the codec's rate, write WAV/FLAC atomically."""
+"""Audio files: the one reader (mono at a given rate, whole or a window) and an atomic WAV/FLAC writer."""
 
 from __future__ import annotations
 
+import math
 import os
-import tempfile
 from pathlib import Path
 
 import julius
@@ -11,31 +11,53 @@ import numpy as np
 import soundfile
 import torch
 
+from .atomic import atomic_path
+from .errors import AudioError
+
+__all__ = ["AUDIO_SUFFIXES", "AudioError", "read_audio", "write_audio"]
+
+# Extensions of the audio files looked for in folders (libsndfile reads them all).
+AUDIO_SUFFIXES = (
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf",
+    ".w64", ".rf64", ".voc", ".sd2", ".nist",
+)
 _FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+_MARGIN = 64  # samples of resampling context read on each side of a window
 
 
-class AudioError(ValueError):
-    """An audio file cannot be read or written; the message names the file."""
-
-
-def read_audio(path: str | os.PathLike, target_sr: int) -> tuple[torch.Tensor, list[str]]:
-    """Read an audio file as mono float32 at `target_sr`.
+def read_audio(
+    path: str | os.PathLike, target_sr: int, *, start: int = 0, length: int | None = None
+) -> tuple[torch.Tensor, list[str]]:
+    """Read an audio file, or a window of it, as mono float32 at `target_sr`.
 
     Args:
         path: any file libsndfile reads (WAV, FLAC, OGG, ...).
         target_sr: sample rate to return, in Hz; other rates are resampled with `julius.resample_frac`.
+        start: first sample of the window, at `target_sr`.
+        length: samples in the window, at `target_sr`, zero-padded past the end of the file; None reads the
+            whole file (which must then hold samples).
 
     Returns:
-        The audio `[1, L]` and notes on what was done to it (downmixing, resampling).
+        The audio `[1, L]` (`L = length` for a window) and notes on what was done to it (downmixing,
+        resampling).
 
     Raises:
         AudioError: the file is missing, unreadable, empty or holds non-finite samples.
     """
     try:
-        data, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [L, C]
+        with soundfile.SoundFile(str(path)) as f:
+            sample_rate = f.samplerate
+            if length is None:
+                data = f.read(dtype="float32", always_2d=True)  # [L, C]
+            else:
+                ratio = sample_rate / target_sr
+                margin = 0 if sample_rate == target_sr else _MARGIN
+                src_start = max(0, int(math.floor(start * ratio)) - margin)
+                f.seek(src_start)
+                data = f.read(int(math.ceil(length * ratio)) + 2 * margin, dtype="float32", always_2d=True)
     except (OSError, RuntimeError, ValueError) as err:  # soundfile.LibsndfileError is a RuntimeError
         raise AudioError(f"{path}: cannot read audio: {err}") from err
-    if data.shape[0] == 0:
+    if length is None and data.shape[0] == 0:
         raise AudioError(f"{path}: the file holds no audio samples")
     if not np.isfinite(data).all():
         raise AudioError(f"{path}: the audio holds NaN or infinite samples")
@@ -47,6 +69,10 @@ def read_audio(path: str | os.PathLike, target_sr: int) -> tuple[torch.Tensor, l
     if sample_rate != target_sr:
         notes.append(f"resampled {sample_rate} Hz -> {target_sr} Hz")
         wav = julius.resample_frac(wav, sample_rate, target_sr)
+        if length is not None:
+            wav = wav[:, start - round(src_start / ratio) :]  # drop the context before `start`
+    if length is not None:
+        wav = torch.nn.functional.pad(wav[:, :length], (0, max(0, length - wav.shape[-1])))
     return wav, notes
 
 
@@ -75,8 +101,6 @@ def write_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, *,
         raise AudioError(f"{path}: can write {' or '.join(_FORMATS)} files, not '{path.suffix}'")
     if wav.dim() != 2 or wav.shape[-1] == 0:
         raise AudioError(f"{path}: audio to write must be [C, L] with L > 0, got shape {list(wav.shape)}")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (--force) to replace it")
     if not path.parent.is_dir():
         raise AudioError(f"{path}: the folder {path.parent} does not exist")
     notes = []
@@ -85,12 +109,6 @@ def write_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, *,
     if clipped:
         notes.append(f"clipped {clipped} samples outside [-1, 1]")
         data = data.clamp(-1, 1)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fo:
-            soundfile.write(fo, data.T.numpy(), sample_rate, format=audio_format, subtype="PCM_16")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as fo:
+        soundfile.write(fo, data.T.numpy(), sample_rate, format=audio_format, subtype="PCM_16")
     return notes

@@ -1,4 +1,4 @@
-"""Mel-spaced frequency bands (spec §d, "Band splitting").
+"""Mel-spaced frequency bands (julius' `SplitBands`, which AudioCraft uses for all three splits).
 
 MBD splits audio into bands three times: 4 bands to pick each model's training target, 8 bands inside
 the EQ processor and 32 bands for the final re-EQ. All three use julius' windowed-sinc low-pass cascade
@@ -77,8 +77,3 @@ def split_bands_in_segments(
         # As julius.SplitBands: band 0 is the lowest low-pass, then differences, then the remainder.
         bands = torch.cat([lows[:1], lows[1:] - lows[:-1], piece.transpose(0, 1) - lows[-1:]])  # [n_bands, N, s]
         yield start, bands.reshape(n_bands, *lead, end - start)
-
-
-def band_cutoffs(sample_rate: int, n_bands: int) -> list[float]:
-    """The `n_bands - 1` interior cutoff frequencies in Hz, ascending."""
-    return [float(c) for c in band_splitter(sample_rate, n_bands).cutoffs]

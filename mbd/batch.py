@@ -9,7 +9,6 @@ from pathlib import Path
 
 TOKEN_SUFFIXES = (".npy", ".npz", ".pt", ".ecdc")
 MEL_SUFFIXES = (".npy",)
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Checkpoint files: our safetensors format, and AudioCraft's released pickles (spec §e).
+"""Checkpoint files: our safetensors format, and AudioCraft's released pickles (as
+audiocraft/models/loaders.py's `load_diffusion_models` reads them).
 
 This module deals only in `(config, tensors)`: a JSON-able config dict and a flat dict of named tensors. It
 builds no model. Our format is one `.safetensors` file holding every band's U-Net weights and processor
@@ -14,7 +15,6 @@ import collections
 import json
 import os
 import pickle
-import tempfile
 import typing
 import zipfile
 from pathlib import Path
@@ -24,15 +24,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .atomic import atomic_path
+from .errors import CheckpointError
+
 FORMAT_NAME = "mbd"
 FORMAT_VERSION = 1
 
 Config = dict[str, Any]
 Tensors = dict[str, torch.Tensor]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, unsafe or inconsistent."""
 
 
 # --- AudioCraft pickles ---------------------------------------------------------------------------------
@@ -199,14 +198,8 @@ def save(path: str | os.PathLike, config: Config, tensors: Tensors) -> None:
     path = Path(path)
     metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "config": json.dumps(config)}
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def read_ours(path: str | os.PathLike) -> tuple[Config, Tensors]:

@@ -13,19 +13,15 @@ import torch
 
 from . import __version__
 from .api import DEFAULT_MEL_MODEL, DEFAULT_MODEL, DecodeOptions, decode_codes, default_device, load_model, vocode_mels
-from .audio import AudioError, read_audio, write_audio
-from .batch import AUDIO_SUFFIXES, MEL_SUFFIXES, TOKEN_SUFFIXES, Item, Report, expand_inputs, output_path
-from .checkpoint import CheckpointError
+from .audio import AUDIO_SUFFIXES, read_audio, write_audio
+from .batch import MEL_SUFFIXES, TOKEN_SUFFIXES, Item, Report, expand_inputs, output_path
+from .codec import validate_codes
+from .errors import AudioError, CommandError, InputError, MBDError, MelError, TokenError
 from .hub import DownloadError
-from .mel import MelError
 from .options import InferenceOptions
-from .tokens import TokenError, read_tokens, validate_codes, write_tokens
+from .tokens import read_tokens, write_tokens
 
 OUTPUT_AUDIO = (".wav", ".flac")
-
-
-class CommandError(Exception):
-    """A whole command cannot run (not one file of a batch): one line, exit code 2."""
 
 
 def _model_options(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL, codec: bool = True) -> None:
@@ -292,8 +288,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     report = Report()
     try:
         n_q = bandwidth_to_n_q(args.bandwidth)
-    except ValueError as err:
-        raise CommandError(str(err)) from None
+    except InputError as err:
+        raise CommandError(f"--bandwidth: {err}") from None
     items = expand_inputs(args.inputs, AUDIO_SUFFIXES, report)
     if not items:
         return report.summary("encoded")
@@ -333,7 +329,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             print(describe(path))
-        except (TokenError, CheckpointError, AudioError, ValueError) as err:
+        except (MBDError, OSError) as err:
             report.fail(str(err))
     return 2 if report.failed else 0
 
@@ -373,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CommandError, CheckpointError, DownloadError, FileExistsError, ValueError) as err:
+    except (MBDError, DownloadError, OSError) as err:  # the user can fix these; anything else is a bug
         print(f"mbd: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

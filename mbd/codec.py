@@ -1,23 +1,25 @@
-"""The EnCodec adapter: tokens -> codec latent, tokens -> audio, audio -> tokens (spec §a, "Codec latent").
+"""The EnCodec adapter: tokens -> codec latent, tokens -> audio, audio -> tokens (as AudioCraft's
+`CompressionModel.decode_latent`, audiocraft/models/encodec.py).
 
 MBD is conditioned on the codec latent: for codes `[B, K, T]` the latent is the sum of the rows of the K
 codebooks, `z[b, :, t] = sum_k E_k[codes[b, k, t]]`, i.e. the quantized EnCodec embedding just before the
-decoder. This is the only module that imports a codec library (`encodec`, optionally `transformers`);
-codec weights are fetched by `mbd.hub` and never enter MBD checkpoints. EnCodec's own `.ecdc` stream format
-is read and written here too, since it needs `encodec`'s bit packer and arithmetic coder.
+decoder. This module and `mbd.ecdc` (EnCodec's stream format) are the only ones that import a codec library
+(`encodec`, optionally `transformers`); codec weights are fetched by `mbd.hub` and never enter MBD
+checkpoints. `validate_codes` is the one check of codes, for token files, the API and the codecs.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import typing as tp
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
 from mbd import hub
+from mbd.errors import InputError, TokenError
 
 ENCODEC_24KHZ_BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)
 _CODEC_NAMES = ("encodec_24khz", "encodec_32khz")
@@ -28,9 +30,7 @@ class Codec(tp.Protocol):
     """What MBD needs from a neural audio codec. Audio is mono, `[B, 1, L]`."""
 
     sample_rate: int
-    frame_rate: float
     hop_length: int
-    channels: int
     n_q: int
     cardinality: int
 
@@ -50,7 +50,7 @@ class Codec(tp.Protocol):
 def bandwidth_to_n_q(bw: float) -> int:
     """Number of codebooks of EnCodec 24 kHz at `bw` kbps: `bw * 1000 / (75 Hz * 10 bits)`."""
     if bw not in ENCODEC_24KHZ_BANDWIDTHS:
-        raise ValueError(f"EnCodec 24 kHz has no {bw} kbps mode; choose one of {ENCODEC_24KHZ_BANDWIDTHS}")
+        raise InputError(f"EnCodec 24 kHz has no {bw} kbps mode; choose one of {ENCODEC_24KHZ_BANDWIDTHS}")
     return round(bw * 1000 / (75 * 10))
 
 
@@ -60,26 +60,75 @@ def n_q_to_bandwidth(n_q: int) -> float:
         if bandwidth_to_n_q(bw) == n_q:
             return bw
     valid = [bandwidth_to_n_q(bw) for bw in ENCODEC_24KHZ_BANDWIDTHS]
-    raise ValueError(f"EnCodec 24 kHz cannot use n_q={n_q}; choose one of {valid}")
+    raise InputError(f"EnCodec 24 kHz cannot use n_q={n_q}; choose one of {valid}")
 
 
-def _check_codes(codes: torch.Tensor, n_q: int, cardinality: int) -> None:
-    if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point or codes.dtype == torch.bool:
-        kind = codes.dtype if isinstance(codes, torch.Tensor) else type(codes).__name__
-        raise TypeError(f"codes must be an integer tensor [B, K, T], got {kind}")
+def _to_tensor(array: object, name: str) -> torch.Tensor:
+    if isinstance(array, np.ndarray):
+        if array.dtype.kind not in "biuf":
+            raise TokenError(f"{name}: codes must be integers, got an array of {array.dtype}")
+        if array.dtype.kind == "u":
+            array = array.astype(np.int64)  # torch lacks most ops on wide unsigned types
+        return torch.from_numpy(np.ascontiguousarray(array))
+    if isinstance(array, torch.Tensor):
+        unsigned = (torch.uint16, torch.uint32, torch.uint64)
+        return array.detach().to(torch.int64 if array.dtype in unsigned else array.dtype)
+    raise TokenError(f"{name}: expected an array of codes, got {type(array).__name__}")
+
+
+def validate_codes(
+    codes: object, *, n_q: int | None, cardinality: int | None, name: str, min_frames: int = 2
+) -> torch.Tensor:
+    """Check codes and return them as an int64 tensor `[B, K, T]` on their device.
+
+    Args:
+        codes: integer codes `[K, T]`, `[B, K, T]` or Hugging Face `audio_codes` `[1, B, K, T]`
+            (a tensor or numpy array).
+        n_q: the number of codebooks K the model expects; None accepts any.
+        cardinality: codebook size; codes must lie in [0, cardinality). None checks only >= 0.
+        name: the file (or other source) to name in error messages.
+        min_frames: the fewest frames T accepted (MBD needs 2; a codec alone needs 1).
+
+    Raises:
+        TokenError: float, bool or NaN codes, out-of-range values, a wrong shape or number of codebooks,
+            or fewer than `min_frames` frames.
+    """
+    codes = _to_tensor(codes, name)
+    if codes.dtype.is_floating_point or codes.dtype.is_complex:
+        nan = " (with NaN values)" if codes.is_floating_point() and bool(codes.isnan().any()) else ""
+        raise TokenError(f"{name}: codes must be integers, got {codes.dtype}{nan}")
+    if codes.dtype == torch.bool:
+        raise TokenError(f"{name}: codes must be integers, got booleans")
+    if codes.dim() == 4:
+        if codes.shape[0] != 1:
+            raise TokenError(f"{name}: codes {list(codes.shape)} look like Hugging Face audio_codes "
+                             f"[chunks, B, K, T] with {codes.shape[0]} chunks; only unchunked codes (1 chunk) work")
+        codes = codes[0]
+    elif codes.dim() == 2:
+        codes = codes[None]  # [K, T] -> [1, K, T]
     if codes.dim() != 3:
-        raise ValueError(f"codes must be [B, K, T], got shape {list(codes.shape)}")
-    if codes.shape[1] != n_q:
-        raise ValueError(f"codes have K={codes.shape[1]} codebooks but this codec uses n_q={n_q}")
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= cardinality):
-        raise ValueError(f"codes must lie in [0, {cardinality}), got [{int(codes.min())}, {int(codes.max())}]")
+        raise TokenError(f"{name}: codes must be [K, T] or [B, K, T], got shape {list(codes.shape)}")
+    batch, n_codebooks, frames = codes.shape
+    if batch == 0 or n_codebooks == 0 or frames == 0:
+        raise TokenError(f"{name}: codes are empty (shape {list(codes.shape)})")
+    if n_q is not None and n_codebooks != n_q:
+        raise TokenError(f"{name}: codes have {n_codebooks} codebooks but the model expects {n_q}; "
+                         f"use a model made for {n_codebooks} codebooks")
+    if frames < min_frames:
+        raise TokenError(f"{name}: codes have {frames} frame; at least {min_frames} are needed")
+    low, high = int(codes.min()), int(codes.max())
+    if low < 0:
+        raise TokenError(f"{name}: codes must be >= 0, found {low}")
+    if cardinality is not None and high >= cardinality:
+        raise TokenError(f"{name}: codes must be < {cardinality} (the codebook size), found {high}")
+    return codes.to(torch.int64).contiguous()
 
 
 def _check_wav(wav: torch.Tensor) -> None:
     if not isinstance(wav, torch.Tensor) or not wav.dtype.is_floating_point or wav.dim() != 3:
-        raise ValueError("wav must be a float tensor [B, 1, L]")
+        raise InputError("wav must be a float tensor [B, 1, L]")
     if wav.shape[1] != 1:
-        raise ValueError(f"wav must be mono [B, 1, L], got {wav.shape[1]} channels")
+        raise InputError(f"wav must be mono [B, 1, L], got {wav.shape[1]} channels")
 
 
 def _build_encodec_24khz() -> nn.Module:
@@ -104,8 +153,6 @@ class EncodecCodec(nn.Module):
 
     sample_rate = 24_000
     hop_length = 320
-    frame_rate = 75.0
-    channels = 1
     cardinality = 1024
 
     def __init__(self, weights: str | os.PathLike, n_q: int) -> None:
@@ -129,13 +176,13 @@ class EncodecCodec(nn.Module):
     @torch.no_grad()
     def latents(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes `[B, n_q, T]` -> codec latent `[B, 128, T]`: codebook rows summed for k = 0..n_q-1."""
-        _check_codes(codes, self.n_q, self.cardinality)
+        codes = validate_codes(codes, n_q=self.n_q, cardinality=self.cardinality, name="codes", min_frames=1)
         return self.model.quantizer.decode(codes.transpose(0, 1))  # [K, B, T] -> [B, 128, T]
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes `[B, n_q, T]` -> EnCodec's decoded audio `[B, 1, T * 320]`."""
-        _check_codes(codes, self.n_q, self.cardinality)
+        codes = validate_codes(codes, n_q=self.n_q, cardinality=self.cardinality, name="codes", min_frames=1)
         return self.model.decode([(codes, None)])
 
 
@@ -161,18 +208,16 @@ class HFEncodecCodec(nn.Module):
         super().__init__()
         config = model.config
         if config.normalize or config.chunk_length_s is not None:
-            raise ValueError("MBD needs an EnCodec without normalisation or chunking")
+            raise InputError("MBD needs an EnCodec without normalisation or chunking")
         self.model = model.eval()
         self.sample_rate = int(config.sampling_rate)
         self.hop_length = int(config.hop_length)
-        self.frame_rate = self.sample_rate / self.hop_length
-        self.channels = int(config.audio_channels)
         self.cardinality = int(config.codebook_size)
         self.n_q = int(config.num_quantizers) if n_q is None else n_q
         rvq = model.quantizer
         bandwidths = [bw for bw in config.target_bandwidths if rvq.get_num_quantizers_for_bandwidth(bw) == self.n_q]
         if not bandwidths:
-            raise ValueError(f"this codec has no bandwidth with n_q={self.n_q}; it has {config.target_bandwidths}")
+            raise InputError(f"this codec has no bandwidth with n_q={self.n_q}; it has {config.target_bandwidths}")
         self.bandwidth = float(bandwidths[0])
 
     @classmethod
@@ -193,13 +238,13 @@ class HFEncodecCodec(nn.Module):
     @torch.no_grad()
     def latents(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes `[B, n_q, T]` -> codec latent `[B, D, T]`: codebook rows summed for k = 0..n_q-1."""
-        _check_codes(codes, self.n_q, self.cardinality)
+        codes = validate_codes(codes, n_q=self.n_q, cardinality=self.cardinality, name="codes", min_frames=1)
         return self.model.quantizer.decode(codes.transpose(0, 1))  # [K, B, T] -> [B, D, T]
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes `[B, n_q, T]` -> the codec's decoded audio `[B, 1, T * hop_length]`."""
-        _check_codes(codes, self.n_q, self.cardinality)
+        codes = validate_codes(codes, n_q=self.n_q, cardinality=self.cardinality, name="codes", min_frames=1)
         return self.model.decode(codes[None], [None], return_dict=True).audio_values
 
 
@@ -224,136 +269,4 @@ def load_codec(name: str, n_q: int, weights: str | os.PathLike | None = None) ->
                 f"could not load the {name} codec from Hugging Face '{repo}' ({err}); "
                 f"download https://huggingface.co/{repo} to a folder and pass it as `weights`"
             ) from err
-    raise ValueError(f"unknown codec '{name}'; known codecs: {', '.join(_CODEC_NAMES)}")
-
-
-# --- EnCodec's .ecdc stream format (encodec/compress.py), for EnCodec 24 kHz codes -------------------------
-
-_ECDC_MODEL = "encodec_24khz"
-
-
-def load_encodec_lm(weights: str | os.PathLike | None = None) -> nn.Module:
-    """EnCodec 24 kHz's entropy-coding language model, used by `.ecdc` files written with `lm: true`.
-
-    Args:
-        weights: a local `encodec_lm_24khz-1608e3c0.th`; None fetches it via `mbd.hub`.
-    """
-    from encodec.model import LMModel
-
-    path = hub.resolve_codec_weights("encodec_lm_24khz") if weights is None else weights
-    lm = LMModel(n_q=32, card=1024, num_layers=5, dim=200, past_context=int(3.5 * 75))
-    lm.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return lm.eval()
-
-
-def _ecdc_frames(audio_length: int) -> int:
-    # EnCodec's own frame count for an unsegmented stream (encodec/compress.py).
-    return int(math.ceil(audio_length / EncodecCodec.sample_rate * EncodecCodec.frame_rate))
-
-
-def read_ecdc(fo: tp.BinaryIO, lm: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, tp.Any]]:
-    """Codes `[1, K, T]` int64 and the JSON header of an EnCodec 24 kHz `.ecdc` stream.
-
-    Args:
-        fo: binary file object positioned at the `ECDC` magic.
-        lm: EnCodec's language model, for streams written with `lm: true`; None loads it via `mbd.hub`.
-
-    Raises:
-        ValueError: the stream is not a supported, complete `.ecdc` stream.
-    """
-    from encodec import binary
-    from encodec.quantization.ac import ArithmeticDecoder, build_stable_quantized_cdf
-
-    try:
-        header = binary.read_ecdc_header(fo)
-    except (EOFError, ValueError, UnicodeDecodeError) as err:  # json errors are ValueErrors
-        raise ValueError(f"bad .ecdc header: {err}") from err
-    if not isinstance(header, dict) or header.get("m") != _ECDC_MODEL:
-        model = header.get("m") if isinstance(header, dict) else header
-        raise ValueError(f"unsupported .ecdc model {model!r}; MBD reads only '{_ECDC_MODEL}' streams")
-    audio_length, n_q, use_lm = header.get("al"), header.get("nc"), header.get("lm")
-    if not isinstance(audio_length, int) or not isinstance(n_q, int) or not isinstance(use_lm, bool):
-        raise ValueError(f"bad .ecdc header {header}")
-    if audio_length <= 0 or not 1 <= n_q <= 32:
-        raise ValueError(f"bad .ecdc header {header}")
-    n_frames = _ecdc_frames(audio_length)
-    codes = torch.zeros(1, n_q, n_frames, dtype=torch.long)
-    if use_lm:
-        lm = load_encodec_lm() if lm is None else lm
-        device = next(lm.parameters()).device
-        decoder = ArithmeticDecoder(fo)
-        states, offset = None, 0
-        prev = torch.zeros(1, n_q, 1, dtype=torch.long, device=device)  # the LM sees 1 + previous codes
-    else:
-        unpacker = binary.BitUnpacker(int(math.log2(EncodecCodec.cardinality)), fo)
-    try:
-        with torch.no_grad():
-            for t in range(n_frames):
-                if use_lm:
-                    probas, states, offset = lm(prev, states, offset)  # [1, card, K, 1]
-                for k in range(n_q):
-                    if use_lm:
-                        cdf = build_stable_quantized_cdf(probas[0, :, k, 0].cpu(), decoder.total_range_bits,
-                                                         check=False)
-                        code = decoder.pull(cdf)
-                    else:
-                        code = unpacker.pull()
-                    if code is None:
-                        raise ValueError(f"truncated .ecdc stream: it ends at frame {t} of {n_frames}")
-                    codes[0, k, t] = code
-                if use_lm:
-                    prev = 1 + codes[:, :, t : t + 1].to(device)
-    except (RuntimeError, AssertionError, IndexError) as err:  # the arithmetic decoder on corrupted bits
-        raise ValueError(f"corrupted .ecdc stream ({err or type(err).__name__})") from err
-    return codes, header
-
-
-def write_ecdc(
-    fo: tp.BinaryIO, codes: torch.Tensor, *, audio_length: int | None = None, lm: nn.Module | None = None
-) -> None:
-    """Write EnCodec 24 kHz codes `[1, K, T]` as an `.ecdc` stream that `encodec`'s decompressor reads.
-
-    Args:
-        fo: binary file object to write to.
-        codes: codes `[1, K, T]`, values in [0, 1024).
-        audio_length: audio length in samples stored in the header; None uses the largest length
-            whose frame count is T (about `T * 320`).
-        lm: EnCodec's language model for entropy coding (smaller files); None writes plain 10-bit codes.
-    """
-    from encodec import binary
-    from encodec.quantization.ac import ArithmeticCoder, build_stable_quantized_cdf
-
-    _check_codes(codes, codes.shape[1] if codes.dim() == 3 else -1, EncodecCodec.cardinality)
-    _, n_q, n_frames = codes.shape
-    if codes.shape[0] != 1 or not 1 <= n_q <= 32 or n_frames < 1:
-        raise ValueError(f".ecdc holds one stream [1, K <= 32, T >= 1], got codes {list(codes.shape)}")
-    if audio_length is None:
-        audio_length = n_frames * EncodecCodec.hop_length
-        while _ecdc_frames(audio_length) > n_frames:
-            audio_length -= 1
-    if _ecdc_frames(audio_length) != n_frames:
-        raise ValueError(f"audio_length {audio_length} gives {_ecdc_frames(audio_length)} frames, not {n_frames}")
-    codes = codes.cpu()
-    binary.write_ecdc_header(fo, {"m": _ECDC_MODEL, "al": audio_length, "nc": n_q, "lm": lm is not None})
-    if lm is not None:
-        device = next(lm.parameters()).device
-        coder = ArithmeticCoder(fo)
-        states, offset = None, 0
-        prev = torch.zeros(1, n_q, 1, dtype=torch.long, device=device)  # the LM sees 1 + previous codes
-    else:
-        packer = binary.BitPacker(int(math.log2(EncodecCodec.cardinality)), fo)
-    with torch.no_grad():
-        for t in range(n_frames):
-            if lm is not None:
-                probas, states, offset = lm(prev, states, offset)  # [1, card, K, 1]
-                prev = 1 + codes[:, :, t : t + 1].to(device)
-            for k, value in enumerate(codes[0, :, t].tolist()):
-                if lm is not None:
-                    cdf = build_stable_quantized_cdf(probas[0, :, k, 0].cpu(), coder.total_range_bits, check=False)
-                    coder.push(value, cdf)
-                else:
-                    packer.push(value)
-    if lm is not None:
-        coder.flush()
-    else:
-        packer.flush()
+    raise InputError(f"unknown codec '{name}'; known codecs: {', '.join(_CODEC_NAMES)}")

@@ -24,6 +24,8 @@ from typing import Literal
 
 import torch
 
+from .errors import InputError
+
 Denoiser = Callable[[torch.Tensor, int], torch.Tensor]
 """`denoise(x [B, C, L], t) -> eps [B, C, L]`: the model's noise prediction at integer step t."""
 
@@ -116,7 +118,7 @@ def default_steps(num_steps: int = 1000, stride: int = 50) -> list[int]:
 def spaced_steps(num_evaluations: int, num_steps: int = 1000) -> list[int]:
     """`num_evaluations + 1` evenly spaced integer steps from N - 1 down to 0 (for "ddim" and "dpm++2m")."""
     if not 1 <= num_evaluations < num_steps:
-        raise ValueError(f"num_evaluations must be in [1, {num_steps}), got {num_evaluations}")
+        raise InputError(f"num_evaluations must be in [1, {num_steps}), got {num_evaluations}")
     grid = torch.linspace(num_steps - 1, 0, num_evaluations + 1, dtype=torch.float64).round().long()
     return [int(s) for s in grid]
 
@@ -137,11 +139,11 @@ def check_steps(steps: Sequence[int], num_steps: int) -> list[int]:
     """Validate a step list: strictly descending integers in [0, N), ending in 0, at least two entries."""
     steps = [int(s) for s in steps]
     if len(steps) < 2 or steps[-1] != 0:
-        raise ValueError(f"a step list needs at least two steps and must end in 0, got {steps}")
+        raise InputError(f"a step list needs at least two steps and must end in 0, got {steps}")
     if any(a <= b for a, b in zip(steps, steps[1:])):
-        raise ValueError(f"a step list must be strictly descending, got {steps}")
+        raise InputError(f"a step list must be strictly descending, got {steps}")
     if steps[0] >= num_steps:
-        raise ValueError(f"steps must be below num_steps={num_steps}, got {steps[0]}")
+        raise InputError(f"steps must be below num_steps={num_steps}, got {steps[0]}")
     return steps
 
 
@@ -354,7 +356,7 @@ def sample(
         return ddim_sample(denoise, noise(), schedules, steps, on_step=on_step)
     if sampler == "dpm++2m":
         return dpmpp_2m_sample(denoise, noise(), schedules, steps, on_step=on_step)
-    raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    raise InputError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
 
 
 # --- the Gaussian draws of one `generate` call ----------------------------------------------------------

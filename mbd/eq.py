@@ -1,4 +1,5 @@
-"""Re-EQ: match the spectral envelope of the diffusion output to the codec's own decode (spec §a).
+"""Re-EQ: match the spectral envelope of the diffusion output to the codec's own decode (AudioCraft's
+`MultiBandDiffusion.re_eq`, audiocraft/models/multibanddiffusion.py).
 
 The band statistics and the rescaled output are computed segment by segment along time
 (`split_bands_in_segments`), so the 32-band split of a long output never exists in memory at once: a
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .bands import split_bands_in_segments
+from .errors import InputError
 
 SEGMENT = 2**18
 """Samples per segment (~11 s at 24 kHz): 32 bands of one segment are 32 MiB in float32."""
@@ -66,7 +68,7 @@ def re_eq(
         `[B, C, L]`.
     """
     if wav.shape != ref.shape:
-        raise ValueError(f"re_eq needs signals of the same shape, got {tuple(wav.shape)} and {tuple(ref.shape)}")
+        raise InputError(f"re_eq needs signals of the same shape, got {tuple(wav.shape)} and {tuple(ref.shape)}")
     gain = (band_stds(ref, sample_rate, n_bands, segment) / band_stds(wav, sample_rate, n_bands, segment)) ** strictness
     # A silent band has no defined gain; leave it untouched rather than turning it into NaN.
     gain = torch.where(torch.isfinite(gain), gain, torch.ones_like(gain)).to(device=wav.device, dtype=wav.dtype)

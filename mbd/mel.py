@@ -21,9 +21,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-
-class MelError(ValueError):
-    """A mel spectrogram does not fit the model (shape, orientation, values)."""
+from .errors import InputError, MelError
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class MelSpectrogram(nn.Module):
             natural-log magnitude mel `[B, n_mels, L // hop + 1]`.
         """
         if wav.dim() != 3 or wav.shape[1] != 1:
-            raise ValueError(f"wav must be mono [B, 1, L], got {tuple(wav.shape)}")
+            raise InputError(f"wav must be mono [B, 1, L], got {tuple(wav.shape)}")
         mel = self.mel(wav[:, 0].float())  # [B, n_mels, T]
         return torch.log(mel.clamp(min=self.config.clip_val))
 

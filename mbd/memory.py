@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import re
 
+from .errors import InputError
+
 MARGIN = 1.5
 CODEC_DECODE = 1200
 CODEC_ENCODE = 550
@@ -27,7 +29,7 @@ BUFFERS = 16
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-class MemoryLimitError(ValueError):
+class MemoryLimitError(InputError):
     """A job would need more memory than the limit allows."""
 
 

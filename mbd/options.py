@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 
 from .diffusion import SAMPLERS, Sampler
+from .errors import InputError
 
 DType = Literal["float32", "bfloat16", "float16"]
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -42,15 +43,15 @@ class InferenceOptions:
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+            raise InputError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.compile and not self.fused:
-            raise ValueError("compile=True needs fused=True")
+            raise InputError("compile=True needs fused=True")
         if self.chunk_seconds is not None and self.chunk_seconds <= 0:
-            raise ValueError(f"chunk_seconds must be > 0, got {self.chunk_seconds}")
+            raise InputError(f"chunk_seconds must be > 0, got {self.chunk_seconds}")
         if self.overlap_seconds < 0:
-            raise ValueError(f"overlap_seconds must be >= 0, got {self.overlap_seconds}")
+            raise InputError(f"overlap_seconds must be >= 0, got {self.overlap_seconds}")
 
     @property
     def torch_dtype(self) -> torch.dtype:

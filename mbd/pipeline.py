@@ -44,10 +44,6 @@ class Band(nn.Module):
         """Diffusion space to audio `[B, C, L]` (identity without a processor)."""
         return z if self.processor is None else self.processor.unproject(z)
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Audio to diffusion space `[B, C, L]` (identity without a processor)."""
-        return x if self.processor is None else self.processor.project(x)
-
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 """`on_step(band, iteration, x)`: the diffusion-space state after each sampler iteration."""

@@ -1,4 +1,5 @@
-"""The frequency EQ processor: the space each band model diffuses in (spec §d).
+"""The frequency EQ processor: the space each band model diffuses in (AudioCraft's
+`MultiBandProcessor`, audiocraft/modules/diffusion_schedule.py).
 
 Before diffusion, a band-passed target is split into 8 mel bands; each band is centred and rescaled so that
 its power moves towards the power of white noise in that band (`power_std` sets how far: 0 none, 1 all the
@@ -71,7 +72,8 @@ class BandProcessor(nn.Module):
         """Per-band mean square of white noise `[n_bands]`.
 
         Named as in AudioCraft, but it is a variance, not a standard deviation; the released models were
-        trained with this quantity, so it is kept (spec §d, "Statistics").
+        trained with this quantity, so it is kept (`MultiBandProcessor.target_std` in
+        audiocraft/modules/diffusion_schedule.py).
         """
         return self.sum_target_x2 / self.counts
 

@@ -16,13 +16,15 @@ import numpy as np
 import soxr
 import torch
 
+from .errors import InputError
+
 MIN_RATE = 1_000
 MAX_RATE = 384_000
 MAX_JULIUS_PHASES = 1_000
 """The largest reduced numerator or denominator of `new_sr / old_sr` handed to julius."""
 
 
-class SampleRateError(ValueError):
+class SampleRateError(InputError):
     """A sample rate outside [MIN_RATE, MAX_RATE] or not an integer."""
 
 

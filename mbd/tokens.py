@@ -5,13 +5,14 @@ Formats:
 - `.npz`: a Bark history prompt or generation (key `fine_prompt`, `[8, T]` = EnCodec 24 kHz at 6 kbps),
   else key `codes` or `tokens`, else its only array; optional scalar keys `sample_rate`, `bandwidth`;
 - `.pt`: a tensor, or a dict with `codes` (and optional `sample_rate`, `bandwidth`);
-- `.ecdc`: EnCodec's own compressed stream (`python -m encodec`), read and written by `mbd.codec`.
+- `.ecdc`: EnCodec's own compressed stream (`python -m encodec`), read and written by `mbd.ecdc`.
+
+Codes are checked by `mbd.codec.validate_codes`, re-exported here.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from mbd import codec as codec_lib
+from mbd import ecdc
+from mbd.atomic import atomic_path
+from mbd.codec import EncodecCodec, n_q_to_bandwidth, validate_codes
+from mbd.errors import TokenError
 from mbd.hub import DownloadError
 
-_ENCODEC_SR = codec_lib.EncodecCodec.sample_rate
+__all__ = ["TokenError", "TokenFile", "read_tokens", "validate_codes", "write_tokens"]
 
-
-class TokenError(ValueError):
-    """A token file or tensor cannot be used as codes; the message names the file and the problem."""
+_ENCODEC_SR = EncodecCodec.sample_rate
 
 
 @dataclass(frozen=True)
@@ -44,64 +46,6 @@ class TokenFile:
     source: str
     sample_rate: int | None = None
     bandwidth: float | None = None
-
-
-def _to_tensor(array: object, name: str) -> torch.Tensor:
-    if isinstance(array, np.ndarray):
-        if array.dtype.kind not in "biuf":
-            raise TokenError(f"{name}: codes must be integers, got an array of {array.dtype}")
-        if array.dtype.kind == "u":
-            array = array.astype(np.int64)  # torch lacks most ops on wide unsigned types
-        return torch.from_numpy(np.ascontiguousarray(array))
-    if isinstance(array, torch.Tensor):
-        unsigned = (torch.uint16, torch.uint32, torch.uint64)
-        return array.detach().cpu().to(torch.int64 if array.dtype in unsigned else array.dtype)
-    raise TokenError(f"{name}: expected an array of codes, got {type(array).__name__}")
-
-
-def validate_codes(codes: object, *, n_q: int | None, cardinality: int | None, name: str) -> torch.Tensor:
-    """Check codes and return them as an int64 tensor `[B, K, T]`.
-
-    Args:
-        codes: integer codes `[K, T]`, `[B, K, T]` or Hugging Face `audio_codes` `[1, B, K, T]`
-            (a tensor or numpy array).
-        n_q: the number of codebooks K the model expects; None accepts any.
-        cardinality: codebook size; codes must lie in [0, cardinality). None checks only >= 0.
-        name: the file (or other source) to name in error messages.
-
-    Raises:
-        TokenError: float, bool or NaN codes, out-of-range values, a wrong shape or number of codebooks,
-            or fewer than 2 frames.
-    """
-    codes = _to_tensor(codes, name)
-    if codes.dtype.is_floating_point or codes.dtype.is_complex:
-        nan = " (with NaN values)" if codes.is_floating_point() and bool(codes.isnan().any()) else ""
-        raise TokenError(f"{name}: codes must be integers, got {codes.dtype}{nan}")
-    if codes.dtype == torch.bool:
-        raise TokenError(f"{name}: codes must be integers, got booleans")
-    if codes.dim() == 4:
-        if codes.shape[0] != 1:
-            raise TokenError(f"{name}: codes {list(codes.shape)} look like Hugging Face audio_codes "
-                             f"[chunks, B, K, T] with {codes.shape[0]} chunks; only unchunked codes (1 chunk) work")
-        codes = codes[0]
-    elif codes.dim() == 2:
-        codes = codes[None]  # [K, T] -> [1, K, T]
-    if codes.dim() != 3:
-        raise TokenError(f"{name}: codes must be [K, T] or [B, K, T], got shape {list(codes.shape)}")
-    batch, n_codebooks, frames = codes.shape
-    if batch == 0 or n_codebooks == 0 or frames == 0:
-        raise TokenError(f"{name}: codes are empty (shape {list(codes.shape)})")
-    if n_q is not None and n_codebooks != n_q:
-        raise TokenError(f"{name}: codes have {n_codebooks} codebooks but the model expects {n_q}; "
-                         f"use a model made for {n_codebooks} codebooks")
-    if frames < 2:
-        raise TokenError(f"{name}: codes have {frames} frame; at least 2 are needed")
-    low, high = int(codes.min()), int(codes.max())
-    if low < 0:
-        raise TokenError(f"{name}: codes must be >= 0, found {low}")
-    if cardinality is not None and high >= cardinality:
-        raise TokenError(f"{name}: codes must be < {cardinality} (the codebook size), found {high}")
-    return codes.to(torch.int64).contiguous()
 
 
 def _scalar(value: object, kind: type, name: str, key: str) -> int | float | None:
@@ -146,8 +90,8 @@ def _read_pt(path: Path, name: str) -> TokenFile:
 
 def _read_ecdc(path: Path, name: str, lm: nn.Module | None) -> TokenFile:
     with open(path, "rb") as fo:
-        codes, header = codec_lib.read_ecdc(fo, lm)
-    bandwidth = codec_lib.n_q_to_bandwidth(header["nc"]) if header["nc"] in (2, 4, 8, 16, 32) else None
+        codes, header = ecdc.read_ecdc(fo, lm)
+    bandwidth = n_q_to_bandwidth(header["nc"]) if header["nc"] in (2, 4, 8, 16, 32) else None
     return TokenFile(codes, f"{name} (EnCodec 24 kHz stream, {header['nc']} codebooks)", _ENCODEC_SR, bandwidth)
 
 
@@ -205,23 +149,19 @@ def write_tokens(
         overwrite: replace an existing file.
         audio_length: `.ecdc` only: the audio length in samples for the header (default about T * 320).
         lm: `.ecdc` only: EnCodec's language model for entropy coding; None writes plain 10-bit codes.
+
+    Raises:
+        FileExistsError: `path` exists and `overwrite` is False.
+        TokenError: an unknown extension or invalid codes.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".ecdc"):
-        raise ValueError(f"{path}: can write .npy or .ecdc token files, not '{path.suffix}'")
-    codes = validate_codes(codes, n_q=None, cardinality=None, name="codes")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fo:
-            if suffix == ".npy":
-                np.save(fo, codes.numpy())
-            else:
-                codec_lib.write_ecdc(fo, codes, audio_length=audio_length, lm=lm)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        raise TokenError(f"{path}: can write .npy or .ecdc token files, not '{path.suffix}'")
+    codes = validate_codes(codes, n_q=None, cardinality=None, name="codes").cpu()
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as fo:
+        if suffix == ".npy":
+            np.save(fo, codes.numpy())
+        else:
+            ecdc.write_ecdc(fo, codes, audio_length=audio_length, lm=lm)
     return path

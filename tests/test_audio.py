@@ -104,3 +104,30 @@ def test_bad_requests(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="does not exist"):
         write_audio(tmp_path / "no" / "out.wav", torch.zeros(1, 10), 24000, overwrite=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_window_reads(tmp_path: Path) -> None:
+    data = _sine(300, 24000, 0.1, channels=2).astype(np.float32)  # [2400, 2]
+    soundfile.write(str(tmp_path / "st.wav"), data, 24000, subtype="FLOAT")
+    mono = torch.from_numpy((data[:, 0] + data[:, 1]) / 2)
+    window, notes = read_audio(tmp_path / "st.wav", 24000, start=1000, length=300)
+    assert notes == ["downmixed 2 channels to mono"] and window.shape == (1, 300)
+    assert torch.allclose(window[0], mono[1000:1300], atol=1e-7)
+    tail, _ = read_audio(tmp_path / "st.wav", 24000, start=2300, length=300)  # 100 samples, then zeros
+    assert torch.allclose(tail[0, :100], mono[2300:], atol=1e-7) and torch.equal(tail[0, 100:], torch.zeros(200))
+    # At another rate the window matches the same span of the whole resampled file, away from its ends. (The
+    # window's first source sample, 64 before floor(start * 1.5), falls on a target sample for odd starts;
+    # for even ones the window is a third of a sample late.)
+    whole, _ = read_audio(tmp_path / "st.wav", 16000)
+    window, notes = read_audio(tmp_path / "st.wav", 16000, start=701, length=200)
+    assert "resampled 24000 Hz -> 16000 Hz" in notes and window.shape == (1, 200)
+    assert torch.allclose(window, whole[:, 701:901], atol=1e-4)
+
+
+def test_one_suffix_list() -> None:
+    from mbd import audio, batch, cli
+    from mbd.train import data
+
+    assert data.AUDIO_SUFFIXES is audio.AUDIO_SUFFIXES and cli.AUDIO_SUFFIXES is audio.AUDIO_SUFFIXES
+    assert not hasattr(batch, "AUDIO_SUFFIXES")
+    assert {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".opus"} <= set(audio.AUDIO_SUFFIXES)

@@ -12,7 +12,9 @@ import soundfile
 import torch
 
 from mbd import checkpoint
-from mbd.cli import _options, build_parser, main
+from mbd.cli import COMMANDS, _options, build_parser, main
+from mbd.errors import CheckpointError, InputError, TokenError
+from mbd.hub import DownloadError
 from tests.conftest import GOLDEN, requires_golden
 
 pytestmark = requires_golden
@@ -216,3 +218,58 @@ def test_fused_default_follows_the_device() -> None:
     assert not fused("--device", "cpu") and fused("--device", "cpu", "--fused")
     assert fused("--device", "cuda") and not fused("--device", "cuda", "--no-fused")  # parsing only: no GPU needed
     assert fused("--device", "cpu", "--compile")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InputError("bad option"),
+        TokenError("x.npy: bad codes"),
+        CheckpointError("m.pt: bad checkpoint"),
+        DownloadError("no network"),
+        FileNotFoundError("x.npy: no such file"),
+        PermissionError("out.wav: permission denied"),
+    ],
+)
+def test_user_errors_are_one_line(error: Exception, capsys, monkeypatch) -> None:
+    def command(args: object) -> int:
+        raise error
+
+    monkeypatch.setitem(COMMANDS, "models", command)
+    assert main(["models"]) == 2
+    assert capsys.readouterr().err == f"mbd: error: {error}\n"
+
+
+@pytest.mark.parametrize("error", [ValueError("a bug"), TypeError("a bug"), KeyError("a bug"), RuntimeError("a bug")])
+def test_bugs_keep_their_traceback(error: Exception, monkeypatch) -> None:
+    def command(args: object) -> int:
+        raise error
+
+    monkeypatch.setitem(COMMANDS, "models", command)
+    with pytest.raises(type(error), match="a bug"):
+        main(["models"])
+
+
+def test_bad_options_are_user_errors(tmp_path: Path, capsys) -> None:
+    np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))
+    # Validated by InferenceOptions before any model loads.
+    assert main(["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"), "--chunk-seconds", "-1"]) == 2
+    assert capsys.readouterr().err == "mbd: error: chunk_seconds must be > 0, got -1.0\n"
+    assert main(["encode", str(_tone(tmp_path / "t.wav")), "-o", str(tmp_path / "t.npy"), "--bandwidth", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mbd: error: --bandwidth: EnCodec 24 kHz has no 2.0 kbps mode") and err.count("\n") == 1
+
+
+@pytest.mark.xfail(raises=ValueError, reason="mbd.hub raises ValueError for an unknown model name", strict=True)
+def test_unknown_model_name_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("MBD_OFFLINE", "1")
+    np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))
+    assert main(["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"), "--model", "nosuchmodel"]) == 2
+    assert "nosuchmodel" in capsys.readouterr().err
+
+
+def test_too_many_steps_is_one_line(tmp_path: Path, model_path: Path, encodec_weights: Path, capsys) -> None:
+    np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))
+    args = ["--model", str(model_path), "--codec-weights", str(encodec_weights), "--steps", "5000"]
+    assert main(["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"), *args]) == 2
+    assert "5000" in capsys.readouterr().err

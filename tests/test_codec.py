@@ -21,6 +21,7 @@ from mbd.codec import (
     load_codec,
     n_q_to_bandwidth,
 )
+from mbd.errors import InputError, TokenError
 from tests.conftest import random_encodec_24khz
 
 
@@ -47,8 +48,7 @@ def _manual_latents(codebooks: list[torch.Tensor], codes: torch.Tensor) -> torch
 
 def test_codec_attributes(codec: EncodecCodec) -> None:
     assert isinstance(codec, Codec)
-    assert (codec.sample_rate, codec.hop_length, codec.frame_rate) == (24_000, 320, 75.0)
-    assert (codec.channels, codec.n_q, codec.cardinality) == (1, 4, 1024)
+    assert (codec.sample_rate, codec.hop_length, codec.n_q, codec.cardinality) == (24_000, 320, 4, 1024)
     assert not codec.training
 
 
@@ -77,42 +77,50 @@ def test_encode_decode_match_encodec(reference: tuple[torch.nn.Module, Path], co
 
 
 @pytest.mark.parametrize(
-    ("codes", "error", "match"),
+    ("codes", "match"),
     [
-        (torch.zeros(1, 2, 5, dtype=torch.long), ValueError, "K=2 codebooks but this codec uses n_q=4"),
-        (torch.full((1, 4, 5), 1024), ValueError, r"\[0, 1024\)"),
-        (torch.full((1, 4, 5), -1), ValueError, r"\[0, 1024\)"),
-        (torch.zeros(1, 4, 5), TypeError, "integer tensor"),
-        (torch.zeros(4, 5, dtype=torch.long), ValueError, r"\[B, K, T\]"),
+        (torch.zeros(1, 2, 5, dtype=torch.long), "2 codebooks but the model expects 4"),
+        (torch.full((1, 4, 5), 1024), "must be < 1024"),
+        (torch.full((1, 4, 5), -1), "must be >= 0"),
+        (torch.zeros(1, 4, 5), "must be integers"),
+        (torch.zeros(2, 1, 4, 5, dtype=torch.long), r"\[chunks, B, K, T\]"),
+        (torch.zeros(1, 4, 0, dtype=torch.long), "empty"),
     ],
 )
-def test_bad_codes_are_refused(codec: EncodecCodec, codes: torch.Tensor, error: type, match: str) -> None:
-    with pytest.raises(error, match=match):
+def test_bad_codes_are_refused(codec: EncodecCodec, codes: torch.Tensor, match: str) -> None:
+    # The codec uses the same check as token files, with its one error type.
+    with pytest.raises(TokenError, match=match):
         codec.latents(codes)
-    with pytest.raises(error, match=match):
+    with pytest.raises(TokenError, match=match):
         codec.decode(codes)
 
 
+def test_codec_takes_one_frame_and_unbatched_codes(codec: EncodecCodec) -> None:
+    codes = torch.randint(0, 1024, (4, 1), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(codec.latents(codes), codec.latents(codes[None]))
+    assert codec.latents(codes).shape == (1, 128, 1)
+
+
 def test_bad_audio_is_refused(codec: EncodecCodec) -> None:
-    with pytest.raises(ValueError, match="mono"):
+    with pytest.raises(InputError, match="mono"):
         codec.encode(torch.zeros(1, 2, 320))
-    with pytest.raises(ValueError, match=r"\[B, 1, L\]"):
+    with pytest.raises(InputError, match=r"\[B, 1, L\]"):
         codec.encode(torch.zeros(1, 320))
 
 
 def test_bandwidth_n_q_mapping() -> None:
     assert [bandwidth_to_n_q(bw) for bw in (1.5, 3, 6, 12, 24)] == [2, 4, 8, 16, 32]
     assert [n_q_to_bandwidth(n) for n in (2, 4, 8, 16, 32)] == [1.5, 3.0, 6.0, 12.0, 24.0]
-    with pytest.raises(ValueError, match="no 2.0 kbps"):
+    with pytest.raises(InputError, match="no 2.0 kbps"):
         bandwidth_to_n_q(2.0)
-    with pytest.raises(ValueError, match="n_q=3"):
+    with pytest.raises(InputError, match="n_q=3"):
         n_q_to_bandwidth(3)
 
 
 def test_load_codec_refuses_bad_requests(reference: tuple[torch.nn.Module, Path], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown codec 'dac'.*encodec_24khz"):
+    with pytest.raises(InputError, match="unknown codec 'dac'.*encodec_24khz"):
         load_codec("dac", 4, weights=reference[1])
-    with pytest.raises(ValueError, match="n_q=3"):
+    with pytest.raises(InputError, match="n_q=3"):
         load_codec("encodec_24khz", 3, weights=reference[1])
     bad = tmp_path / "bad.th"
     torch.save({"encoder.nonsense": torch.zeros(1)}, bad)
@@ -181,8 +189,7 @@ def hf_model() -> torch.nn.Module:
 def test_hf_codec_matches_transformers(hf_model: torch.nn.Module) -> None:
     codec = HFEncodecCodec(hf_model)
     assert isinstance(codec, Codec)
-    assert (codec.sample_rate, codec.hop_length, codec.frame_rate) == (32_000, 640, 50.0)
-    assert (codec.channels, codec.n_q, codec.cardinality) == (1, 4, 2048)
+    assert (codec.sample_rate, codec.hop_length, codec.n_q, codec.cardinality) == (32_000, 640, 4, 2048)
     wav = 0.1 * torch.randn(2, 1, 6401, generator=torch.Generator().manual_seed(5))
     codes = codec.encode(wav)
     assert codes.shape == (2, 4, 11) and codes.dtype == torch.int64
@@ -191,7 +198,7 @@ def test_hf_codec_matches_transformers(hf_model: torch.nn.Module) -> None:
     codebooks = [layer.codebook.embed for layer in hf_model.quantizer.layers]
     assert torch.equal(codec.latents(codes), _manual_latents(codebooks, codes))
     assert codec.decode(codes).shape == (2, 1, 11 * 640)
-    with pytest.raises(ValueError, match="n_q=3"):
+    with pytest.raises(InputError, match="n_q=3"):
         HFEncodecCodec(hf_model, n_q=3)
 
 

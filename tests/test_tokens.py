@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mbd.codec import load_encodec_lm
+from mbd.ecdc import load_encodec_lm
 from mbd.tokens import TokenError, read_tokens, validate_codes, write_tokens
 from tests.conftest import random_encodec_24khz
 

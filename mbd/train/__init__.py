@@ -1,4 +1,5 @@
-"""Training MBD band models on your own audio and codec (spec §f).
+"""Training MBD band models on your own audio and codec (San Roman et al. 2023; AudioCraft's
+audiocraft/solvers/diffusion.py).
 
 Nothing in the inference package imports this one. Entry points: `python -m mbd.train RECIPE.toml`
 (see `mbd.train.cli`), or `load_recipe` + `train` from Python.

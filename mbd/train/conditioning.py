@@ -1,4 +1,5 @@
-"""Conditioning for training: the codec latent (spec §f, "Condition") or the log-mel of the full-band clip.
+"""Conditioning for training: the codec latent (as in AudioCraft's
+audiocraft/solvers/diffusion.py) or the log-mel of the full-band clip.
 
 `Conditioner` computes codec latents, `MelConditioner` log-mel features (`mbd.mel`, the same definition as at
 inference); the recipe's `conditioner` picks one. Both map a batch of crops to `[B, D, T]`.
@@ -19,7 +20,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_path
 from ..codec import Codec
+from ..errors import RecipeError
 from ..mel import MelConfig, MelSpectrogram
 from .data import AudioFile, Crop, read_clip
 
@@ -37,7 +40,7 @@ class Conditioner:
 
     def __init__(self, codec: Codec, cache_dir: str | None, sample_rate: int, length: int, tag: str) -> None:
         if int(codec.sample_rate) != sample_rate:
-            raise ValueError(f"data.sample_rate {sample_rate} differs from the codec's {codec.sample_rate} Hz")
+            raise RecipeError(f"data.sample_rate {sample_rate} differs from the codec's {codec.sample_rate} Hz")
         self.codec, self.sample_rate, self.length, self.tag = codec, sample_rate, length, tag
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.frames = -(-length // int(codec.hop_length))  # latent frames of one crop
@@ -76,9 +79,8 @@ class Conditioner:
             wav = read_clip(file, 0, length, self.sample_rate)[None, None]  # [1, 1, L]
             latent = self.encode(wav.to(self.device))[0].float().cpu()
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            save_file({"latent": latent.contiguous()}, str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(path, overwrite=True) as tmp:
+                save_file({"latent": latent.contiguous()}, str(tmp))
         self._memory[key] = latent
         return latent
 
@@ -104,7 +106,7 @@ class MelConditioner:
 
     def __init__(self, config: MelConfig, sample_rate: int) -> None:
         if config.sample_rate != sample_rate:
-            raise ValueError(f"data.sample_rate {sample_rate} differs from mel.sample_rate {config.sample_rate}")
+            raise RecipeError(f"data.sample_rate {sample_rate} differs from mel.sample_rate {config.sample_rate}")
         self.mel = MelSpectrogram(config)
         self._device = torch.device("cpu")
 

@@ -1,4 +1,5 @@
-"""Training recipes: a `TrainConfig` dataclass tree read from TOML (spec §f).
+"""Training recipes: a `TrainConfig` dataclass tree read from TOML (AudioCraft's defaults:
+config/solver/diffusion/default.yaml).
 
 A recipe is plain data. Every table maps onto one dataclass; unknown keys, wrong types and impossible
 values raise `RecipeError` naming the offending key, before any data is read or any model is built.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..diffusion import PowerSchedule
+from ..errors import RecipeError
 from ..mel import MelConfig
 from ..processor import ProcessorConfig
 from ..unet import UNetConfig
@@ -25,10 +27,6 @@ try:
     import tomllib
 except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
-
-
-class RecipeError(ValueError):
-    """A recipe is malformed or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ class LogConfig:
     checkpoint_every: steps between checkpoints (the last step is always saved).
     valid_stride: validation samples with every `valid_stride`-th diffusion step (50: AudioCraft's 20).
     tensorboard: also write TensorBoard events when `tensorboard` is installed.
-    progress: show a progress bar (tqdm if installed, else log lines).
+    progress: show a progress bar.
     """
 
     log_every: int = 50
@@ -329,8 +327,3 @@ def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
     )
     codec = dataclasses.replace(config.codec, weights=fix(config.codec.weights), cache_dir=fix(config.codec.cache_dir))
     return dataclasses.replace(config, data=data, codec=codec)
-
-
-def from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config stored by `TrainConfig.to_dict()` (e.g. in a training-state checkpoint)."""
-    return validate(build(TrainConfig, data, "config"))

@@ -1,4 +1,5 @@
-"""Training audio: finding files, seeded random crops and fixed validation clips (spec §f, "Data").
+"""Training audio: finding files, seeded random crops and fixed validation clips (AudioCraft's
+audiocraft/solvers/diffusion.py).
 
 Files come from folders (searched recursively) or manifests. Anything soundfile can read works; audio is
 downmixed to mono and resampled to the training rate on the fly. Unreadable files are skipped with a
@@ -10,22 +11,15 @@ than a crop are zero-padded.
 from __future__ import annotations
 
 import csv
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import julius
 import soundfile as sf
 import torch
 
-AUDIO_SUFFIXES = frozenset(
-    ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .voc .sd2 .nist".split()
-)
-
-
-class DataError(ValueError):
-    """The data set is missing, empty or too small for the recipe."""
+from ..audio import AUDIO_SUFFIXES, read_audio
+from ..errors import DataError
 
 
 @dataclass(frozen=True)
@@ -102,18 +96,11 @@ def read_clip(file: AudioFile, start: int, length: int, sample_rate: int) -> tor
 
     Returns:
         `[length]` float32.
+
+    Raises:
+        AudioError: the file cannot be read (anymore) or holds non-finite samples.
     """
-    ratio = file.sample_rate / sample_rate
-    margin = 0 if file.sample_rate == sample_rate else 64  # resampling context on both sides
-    src_start = max(0, int(math.floor(start * ratio)) - margin)
-    src_frames = int(math.ceil(length * ratio)) + 2 * margin
-    data, _ = sf.read(file.path, start=src_start, frames=src_frames, dtype="float32", always_2d=True)
-    x = torch.from_numpy(data).mean(dim=1)  # [frames, channels] -> [frames]
-    if file.sample_rate != sample_rate:
-        offset = start - round(src_start / ratio)
-        x = julius.resample_frac(x, file.sample_rate, sample_rate)[offset:]
-    x = x[:length]
-    return torch.nn.functional.pad(x, (0, length - len(x)))
+    return read_audio(file.path, sample_rate, start=start, length=length)[0][0]
 
 
 def split_files(

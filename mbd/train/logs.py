@@ -1,16 +1,16 @@
 """Training logs: CSV files, optional TensorBoard events and a progress display.
 
 `train.csv` gets one row per `log.log_every` steps, `valid.csv` one row per validation. TensorBoard is used
-only when the `tensorboard` package is installed; the progress bar uses tqdm when installed, otherwise
-plain log lines.
+only when the `tensorboard` package is installed; the progress bar is tqdm's.
 """
 
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 
 class CsvLog:
@@ -68,26 +68,17 @@ class Board:
 
 
 class Progress:
-    """A tqdm bar showing loss and speed, or one printed line per update without tqdm."""
+    """A tqdm bar showing loss and speed; nothing when disabled."""
 
     def __init__(self, total: int, start: int, enabled: bool, desc: str) -> None:
-        self.bar, self.enabled, self.desc, self.total = None, enabled, desc, total
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                return
-            self.bar = tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True) if enabled else None
 
-    def update(self, step: int, n: int, values: dict[str, float]) -> None:
+    def update(self, n: int, values: dict[str, float]) -> None:
         """Advance by `n` steps and show `values` (e.g. loss, steps/s)."""
         text = {k: f"{v:.4g}" for k, v in values.items()}
         if self.bar is not None:
             self.bar.update(n)
             self.bar.set_postfix(text, refresh=False)
-        elif self.enabled:
-            shown = " ".join(f"{k}={v}" for k, v in text.items())
-            print(f"{self.desc} step {step}/{self.total} {shown}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

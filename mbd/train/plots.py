@@ -3,9 +3,9 @@ log-mel L1 of the model's own output. Needs matplotlib (the `train` extra); with
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ..atomic import atomic_path
 from .logs import read_csv
 
 
@@ -40,8 +40,9 @@ def plot_curves(train_csv: Path, valid_csv: Path, out: Path, title: str, quality
         ax_mel.plot(*zip(*points), "o-")
     ax_mel.set(xlabel="step", ylabel="log-mel L1", title="held-out: model's own output (no re-EQ)")
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out, overwrite=True) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+    finally:
+        plt.close(fig)
     return True

@@ -1,7 +1,7 @@
 """Training checkpoints: resumable training state, per-band inference files and assembling bands.
 
-All files are our safetensors format (`mbd.checkpoint`), written atomically (temporary file, then
-`os.replace`), so a crash mid-write leaves the previous file intact.
+All files are our safetensors format (`mbd.checkpoint`), written atomically (`mbd.atomic`: temporary file,
+then rename), so a crash mid-write leaves the previous file intact.
 
 - `state.safetensors`: the full training state of one band: raw weights, EMA weights, processor buffers,
   Adam moments, step, torch's global RNG state and the recipe. Every other random draw is made from a
@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from .. import checkpoint
+from ..atomic import atomic_path
 from ..config import BandConfig, CodecConfig, MBDConfig
+from ..errors import InputError
 from .config import TrainConfig
 
 STATE_KIND = "mbd-train-state"
@@ -52,9 +54,8 @@ def export_band(
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(text)
 
 
 def save_state(
@@ -128,7 +129,7 @@ def assemble(paths: list[str | os.PathLike], out: str | os.PathLike) -> MBDConfi
         the assembled model's config.
     """
     if not paths:
-        raise ValueError("assemble needs at least one band file")
+        raise InputError("assemble needs at least one band file")
     configs, tensors = [], {}
     for path in map(Path, paths):
         config, band_tensors = checkpoint.read_ours(path)
@@ -141,7 +142,7 @@ def assemble(paths: list[str | os.PathLike], out: str | os.PathLike) -> MBDConfi
             tensors[f"bands.{offset + int(index)}.{rest}"] = value
         first = configs[0] if configs else model
         if (model.sample_rate, model.codec, model.features) != (first.sample_rate, first.codec, first.features):
-            raise ValueError(
+            raise InputError(
                 f"{path}: sample rate/codec/features {model.sample_rate}/{model.codec}/{model.features} differ "
                 f"from the first file's {first.sample_rate}/{first.codec}/{first.features}"
             )
@@ -162,7 +163,7 @@ def _check_order(paths: list[Path], total: int) -> None:
     indices = [info["band"] for info in infos]
     expected = infos[0]["n_bands"]
     if indices != list(range(expected)) or total != expected:
-        raise ValueError(
+        raise InputError(
             f"band files must be given low to high, one per band 0..{expected - 1}; got bands {indices} "
             f"({', '.join(p.name for p in paths)})"
         )

@@ -1,4 +1,5 @@
-"""The training loop of one band model: a plain PyTorch loop, torchrun-ready.
+"""The training loop of one band model (AudioCraft's `DiffusionSolver`, audiocraft/solvers/diffusion.py): a
+plain PyTorch loop, torchrun-ready.
 
 Per step, for band b of n (`alpha_bar` and noise as in DDPM, Ho et al., 2020, Algorithm 1):
 1. draw the global batch of crops, steps t ~ U{0..N-1} per example and eps ~ N(0, I) from a generator
@@ -303,7 +304,7 @@ def train_band(
             if rank0:
                 train_log.write(row)
                 board.scalars("train", {k: v for k, v in row.items() if k != "step"}, step)
-            progress.update(step, step - tic_step, {"loss": row["loss"], "it/s": speed})
+            progress.update(step - tic_step, {"loss": row["loss"], "it/s": speed})
             window.zero_()
             tic, tic_step = time.perf_counter(), step
         if step % config.log.checkpoint_every == 0 or step == o.steps:
