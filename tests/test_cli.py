@@ -209,10 +209,17 @@ def test_python_dash_m_help() -> None:
     assert result.returncode == 0 and "decode" in result.stdout and "regenerate" in result.stdout
 
 
-def test_fused_default_follows_the_device() -> None:
+def test_flags_become_sampling_and_runtime_options() -> None:
+    def options(*flags: str):  # noqa: ANN202
+        return _options(build_parser().parse_args(["decode", "in.npy", "-o", "out.wav", *flags]))
+
     def fused(*flags: str) -> bool:
-        return _options(build_parser().parse_args(["decode", "in.npy", "-o", "out.wav", *flags])).inference.fused
+        return options(*flags)[1].fused
 
     assert not fused("--device", "cpu") and fused("--device", "cpu", "--fused")
     assert fused("--device", "cuda") and not fused("--device", "cuda", "--no-fused")  # parsing only: no GPU needed
     assert fused("--device", "cpu", "--compile")
+    sampling, runtime = options("--device", "cuda:1", "--sampler", "ddim", "--steps", "5", "--seed", "3",
+                                "--dtype", "bfloat16", "--chunk-seconds", "2")
+    assert (sampling.sampler, sampling.steps, sampling.seed) == ("ddim", 5, 3)
+    assert (runtime.device, runtime.dtype, runtime.chunk_seconds, runtime.fused) == ("cuda:1", "bfloat16", 2.0, True)
