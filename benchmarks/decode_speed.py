@@ -28,7 +28,7 @@ import torch
 
 from mbd.config import BandConfig, CodecConfig, MBDConfig
 from mbd.diffusion import PowerSchedule, spaced_steps
-from mbd.options import InferenceOptions
+from mbd.options import RuntimeOptions
 from mbd.pipeline import MultiBandDiffusion
 from mbd.processor import ProcessorConfig
 from mbd.unet import UNetConfig
@@ -49,10 +49,16 @@ MODES = {
 HOP, SAMPLE_RATE = 320, 24000
 
 
+class HopOnly(torch.nn.Module):
+    """Stands in for EnCodec 24 kHz where only its hop is used (`generate`'s default length and chunking)."""
+
+    hop_length = HOP
+
+
 def build(size: str, device: str) -> MultiBandDiffusion:
     torch.manual_seed(0)
     band = BandConfig(SIZES[size], PowerSchedule(), ProcessorConfig())
-    model = MultiBandDiffusion(MBDConfig(SAMPLE_RATE, CodecConfig(), (band,) * 4))
+    model = MultiBandDiffusion(MBDConfig(SAMPLE_RATE, CodecConfig(), (band,) * 4), codec=HopOnly())
     for b in model.bands:  # fitted-looking processor statistics
         b.processor.counts.fill_(1.0)
         b.processor.sum_x2.fill_(0.01)
@@ -78,7 +84,7 @@ def worker(args: argparse.Namespace) -> None:
     noise = torch.randn(4, len(steps) - 1, args.batch, 1, frames * HOP, generator=gen)  # [bands, K, B, C, L]
 
     def run(steps: list[int] = steps) -> torch.Tensor:
-        options = InferenceOptions(fused=fused, dtype=dtype, compile=compile)
+        options = RuntimeOptions(fused=fused, dtype=dtype, compile=compile)
         out = model.generate(latents, steps=steps, noise=noise[:, : len(steps) - 1], options=options)
         if cuda:
             torch.cuda.synchronize()

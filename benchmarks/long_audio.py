@@ -3,7 +3,7 @@
     python benchmarks/long_audio.py --size reduced --steps 2
     python benchmarks/long_audio.py --device cuda --size released --steps 20 --long 60
 
-Both cases decode a random latent with `generate(options=InferenceOptions(fused=True, ...))` (another
+Both cases decode a random latent with `generate(options=RuntimeOptions(fused=True, ...))` (another
 `--mode` of decode_speed.py may be chosen; the long case adds `chunk_seconds`) and then re-EQ the whole
 output against a reference of the same length (32 bands, as `tokens_to_wav` does), so the global re-EQ's
 time and memory are included. Each case runs in its own subprocess so that its peak memory is its own: the
@@ -31,7 +31,7 @@ from decode_speed import HOP, MODES, SAMPLE_RATE, SIZES, build
 
 from mbd.diffusion import spaced_steps
 from mbd.eq import re_eq
-from mbd.options import InferenceOptions
+from mbd.options import RuntimeOptions
 
 
 def peak_gib(cuda: bool) -> float:
@@ -51,7 +51,7 @@ def worker(args: argparse.Namespace) -> None:
     reference = reference.view(1, 1, length).to(args.device)
     steps = spaced_steps(args.steps)
     fused, dtype, compile = MODES[args.mode]
-    options = InferenceOptions(fused=fused, dtype=dtype, compile=compile, overlap_seconds=args.overlap)
+    options = RuntimeOptions(fused=fused, dtype=dtype, compile=compile, overlap_seconds=args.overlap)
 
     def sync() -> float:
         if cuda:

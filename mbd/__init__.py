@@ -2,8 +2,8 @@
 
 from .api import decode, vocode
 from .eq import re_eq
-from .options import InferenceOptions
+from .options import RuntimeOptions
 from .pipeline import MultiBandDiffusion
 
 __version__ = "0.1.0"
-__all__ = ["InferenceOptions", "MultiBandDiffusion", "decode", "re_eq", "vocode", "__version__"]
+__all__ = ["MultiBandDiffusion", "RuntimeOptions", "decode", "re_eq", "vocode", "__version__"]

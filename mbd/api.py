@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -14,7 +13,7 @@ import torch
 
 from . import checkpoint
 from .diffusion import Sampler
-from .options import FAITHFUL, DType, InferenceOptions
+from .options import DType, RuntimeOptions, SamplingOptions, runtime_options
 from .pipeline import MultiBandDiffusion
 from .spectral_mbd import FAMILY as SPECTRAL
 from .spectral_mbd import SpectralMBD
@@ -24,29 +23,6 @@ DEFAULT_MODEL = "encodec24k-3kbps"
 DEFAULT_MEL_MODEL = "mel24k"  # bundled with the package: works offline
 
 Audio = TypeVar("Audio", torch.Tensor, np.ndarray)
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """Args:
-    steps: sampler evaluations; None is AudioCraft's 20-step list for "ddpm", 10 for the others.
-    seed: seed of every random draw; None draws from torch's global generator.
-    inference: sampler, precision, fusion, compilation and chunking.
-    """
-
-    steps: int | None = None
-    seed: int | None = None
-    inference: InferenceOptions = FAITHFUL
-
-    def sampling(self, mbd: MultiBandDiffusion) -> tuple[list[int] | None, torch.Generator | None]:
-        """The step list and the seeded generator (on the model's device) for `mbd`; None for the defaults."""
-        steps = None if self.steps is None else mbd.step_list(self.steps, self.inference.sampler)
-        generator = None if self.seed is None else torch.Generator(mbd.device).manual_seed(self.seed)
-        return steps, generator
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @functools.lru_cache(maxsize=4)
@@ -62,33 +38,39 @@ def load_model(model: str, device: str, codec_weights: str | None = None) -> Mul
     if config.get("family") == SPECTRAL:
         return SpectralMBD.from_state(config, tensors).to(device).eval()
     mbd = MultiBandDiffusion.from_state(config, tensors)
-    if mbd.config.codec is not None:
-        from .codec import load_codec
-
-        mbd.codec = load_codec(mbd.config.codec.name, mbd.config.codec.n_q, weights=codec_weights)
+    mbd.conditioning.load_codec(codec_weights)  # as `MultiBandDiffusion.from_pretrained` does; none for mel models
     return mbd.to(device).eval()
 
 
-def decode_codes(mbd: MultiBandDiffusion, codes: torch.Tensor, options: DecodeOptions) -> torch.Tensor:
+def decode_codes(
+    mbd: MultiBandDiffusion, codes: torch.Tensor, sampling: SamplingOptions, runtime: RuntimeOptions
+) -> torch.Tensor:
     """Decode validated codes `[B, K, T]` (one length) to audio `[B, C, T * hop]` on the model's device.
 
     Each clip is re-EQ'd against its own codec decode, so a clip's result does not depend on the other
     clips in the batch (AudioCraft's `tokens_to_wav` equalises a batch jointly).
     """
-    steps, generator = options.sampling(mbd)
     return mbd.tokens_to_wav(
         codes.to(mbd.device),
-        steps=steps,
-        generator=generator,
-        options=options.inference,
+        steps=sampling.step_list(mbd),
+        generator=sampling.generator(mbd.device),
+        sampler=sampling.sampler,
+        options=runtime,
         per_clip_eq=True,
     )
 
 
-def vocode_mels(mbd: MultiBandDiffusion, mel: torch.Tensor, options: DecodeOptions) -> torch.Tensor:
+def vocode_mels(
+    mbd: MultiBandDiffusion, mel: torch.Tensor, sampling: SamplingOptions, runtime: RuntimeOptions
+) -> torch.Tensor:
     """Vocode checked log-mels `[B, n_mels, T]` (one length) to audio `[B, 1, T * hop]` on the model's device."""
-    steps, generator = options.sampling(mbd)
-    return mbd.vocode(mel, steps=steps, generator=generator, options=options.inference)
+    return mbd.vocode(
+        mel,
+        steps=sampling.step_list(mbd),
+        generator=sampling.generator(mbd.device),
+        sampler=sampling.sampler,
+        options=runtime,
+    )
 
 
 def decode(
@@ -119,11 +101,11 @@ def decode(
         `(audio, sample_rate)`. Audio is the same kind as the input (tensor or numpy): `[1, L]` for `[K, T]`
         input, `[B, 1, L]` for batched input, a list of `[1, L_i]` for a list.
     """
-    mbd = load_model(str(model), device or default_device(), None if codec_weights is None else str(codec_weights))
+    runtime = runtime_options(device, dtype=dtype)
+    sampling = SamplingOptions(sampler, steps, seed)
+    mbd = load_model(str(model), runtime.device, None if codec_weights is None else str(codec_weights))
     if mbd.codec is None:
         raise ValueError(f"model '{model}' is conditioned on mel spectrograms, not codec tokens: use mbd.vocode")
-    inference = InferenceOptions(sampler=sampler, dtype=dtype, fused=mbd.device.type == "cuda")
-    options = DecodeOptions(steps=steps, seed=seed, inference=inference)
     codec = mbd.codec
     check = functools.partial(validate_codes, n_q=mbd.config.codec.n_q, cardinality=codec.cardinality)
     if isinstance(tokens, (list, tuple)):
@@ -133,12 +115,12 @@ def decode(
         for i, clip in enumerate(clips):
             by_length.setdefault(clip.shape[-1], []).append(i)
         for indices in by_length.values():  # one batch per distinct length
-            wav = decode_codes(mbd, torch.cat([clips[i] for i in indices]), options).cpu()
+            wav = decode_codes(mbd, torch.cat([clips[i] for i in indices]), sampling, runtime).cpu()
             for j, i in enumerate(indices):
                 outs[i] = wav[j]
         return [_like(out, clip_in) for out, clip_in in zip(outs, tokens)], mbd.sample_rate
     codes = check(tokens, name="tokens")
-    wav = decode_codes(mbd, codes, options).cpu()
+    wav = decode_codes(mbd, codes, sampling, runtime).cpu()
     if tokens.ndim == 2:
         wav = wav[0]
     return _like(wav, tokens), mbd.sample_rate
@@ -173,12 +155,13 @@ def vocode(
         `(audio, sample_rate)`, audio the same kind as the input: `[1, T * hop]` for `[n_mels, T]`,
         `[B, 1, T * hop]` for `[B, n_mels, T]`.
     """
-    mbd = load_model(str(model), device or default_device(), None)
+    runtime = runtime_options(device, dtype=dtype)
+    sampling = SamplingOptions(sampler, steps, seed)
+    mbd = load_model(str(model), runtime.device, None)
     if mbd.features is None:
         raise ValueError(f"model '{model}' is conditioned on codec tokens, not mel spectrograms: use mbd.decode")
     tensor = torch.from_numpy(np.ascontiguousarray(mel)) if isinstance(mel, np.ndarray) else mel
-    inference = InferenceOptions(sampler=sampler, dtype=dtype, fused=mbd.device.type == "cuda")
-    wav = vocode_mels(mbd, tensor, DecodeOptions(steps=steps, seed=seed, inference=inference)).cpu()
+    wav = vocode_mels(mbd, tensor, sampling, runtime).cpu()
     return _like(wav, mel), mbd.sample_rate
 
 

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from . import __version__
-from .api import DEFAULT_MEL_MODEL, DEFAULT_MODEL, DecodeOptions, decode_codes, default_device, load_model, vocode_mels
+from .api import DEFAULT_MEL_MODEL, DEFAULT_MODEL, decode_codes, load_model, vocode_mels
 from .audio import AUDIO_SUFFIXES, read_audio, write_audio
 from .batch import MEL_SUFFIXES, TOKEN_SUFFIXES, Item, Report, expand_inputs, output_path
 from .codec import validate_codes
 from .errors import AudioError, CommandError, InputError, MBDError, MelError, TokenError
 from .hub import DownloadError
-from .options import InferenceOptions
+from .options import RuntimeOptions, SamplingOptions, runtime_options
 from .tokens import read_tokens, write_tokens
 
 OUTPUT_AUDIO = (".wav", ".flac")
@@ -99,21 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_cuda(device: str | None) -> bool:
-    return torch.device(device or default_device()).type == "cuda"
-
-
-def _options(args: argparse.Namespace) -> DecodeOptions:
+def _options(args: argparse.Namespace) -> tuple[SamplingOptions, RuntimeOptions]:
+    """The sampling and runtime options of a decoding command (defaults from `runtime_options`)."""
     if args.steps is not None and args.steps < 1:
         raise CommandError(f"--steps must be >= 1, got {args.steps}")
-    inference = InferenceOptions(
-        sampler=args.sampler,
-        fused=args.compile or (args.fused if args.fused is not None else _is_cuda(args.device)),
-        dtype=args.dtype,
-        compile=args.compile,
-        chunk_seconds=args.chunk_seconds,
+    runtime = runtime_options(
+        args.device, fused=args.fused, compile=args.compile, dtype=args.dtype, chunk_seconds=args.chunk_seconds
     )
-    return DecodeOptions(steps=args.steps, seed=args.seed, inference=inference)
+    return SamplingOptions(args.sampler, args.steps, args.seed), runtime
 
 
 def _audio_suffix(args: argparse.Namespace, single: bool) -> str:
@@ -137,11 +130,11 @@ def _planned_outputs(args: argparse.Namespace, item: Item, single: bool, suffix:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     report = Report()
-    options = _options(args)
+    sampling, runtime = _options(args)
     items = expand_inputs(args.inputs, TOKEN_SUFFIXES, report)
     if not items:
         return report.summary("decoded")
-    mbd = load_model(args.model, args.device or default_device(), args.codec_weights)
+    mbd = load_model(args.model, runtime.device, args.codec_weights)
     if mbd.codec is None:
         raise CommandError(f"{args.model} is a mel model: use `mbd vocode` for mel spectrograms")
 
@@ -157,7 +150,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
             )
         return codes
 
-    _convert_files(mbd, items, read, TokenError, lambda codes: decode_codes(mbd, codes, options), args, report)
+    def run(codes: torch.Tensor) -> torch.Tensor:
+        return decode_codes(mbd, codes, sampling, runtime)
+
+    _convert_files(mbd, items, read, TokenError, run, args, report)
     return report.summary("decoded")
 
 
@@ -179,18 +175,18 @@ def _read_mel(path: Path, mbd, report: Report) -> torch.Tensor:  # noqa: ANN001
 
 def cmd_vocode(args: argparse.Namespace) -> int:
     report = Report()
-    options = _options(args)
+    sampling, runtime = _options(args)
     items = expand_inputs(args.inputs, MEL_SUFFIXES, report)
     if not items:
         return report.summary("vocoded")
-    mbd = load_model(args.model, args.device or default_device(), None)
+    mbd = load_model(args.model, runtime.device, None)
     if mbd.features is None:
         raise CommandError(f"{args.model} is a codec-token model: use `mbd decode`, or a mel model such as mel24k")
 
     def run(mel: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # value warnings were already reported per file
             warnings.simplefilter("ignore", UserWarning)
-            return vocode_mels(mbd, mel, options)
+            return vocode_mels(mbd, mel, sampling, runtime)
 
     _convert_files(mbd, items, lambda item: _read_mel(item.path, mbd, report), MelError, run, args, report)
     return report.summary("vocoded")
@@ -253,16 +249,16 @@ def _write(path: Path, wav: torch.Tensor, sample_rate: int, overwrite: bool, rep
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
     report = Report()
-    options = _options(args)
+    sampling, runtime = _options(args)
     items = expand_inputs(args.inputs, AUDIO_SUFFIXES, report)
     if not items:
         return report.summary("regenerated")
-    mbd = load_model(args.model, args.device or default_device(), args.codec_weights)
+    mbd = load_model(args.model, runtime.device, args.codec_weights)
     if args.codec_weights is not None and mbd.codec is None:
         raise CommandError(f"--codec-weights: {args.model} is a mel model, it uses no codec")
     single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
     suffix = _audio_suffix(args, single)
-    steps, generator = options.sampling(mbd)  # one generator for all the files
+    steps, generator = sampling.step_list(mbd), sampling.generator(mbd.device)  # one generator for all the files
     for item in items:
         out = output_path(args.output, item, single, suffix)
         try:
@@ -273,7 +269,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
             if wav.shape[-1] < mbd.hop_length * 2:
                 raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least 2 frames")
             result = mbd.regenerate(
-                wav[None], mbd.sample_rate, steps=steps, generator=generator, options=options.inference
+                wav[None], mbd.sample_rate, steps=steps, generator=generator, sampler=sampling.sampler, options=runtime
             )
             _write(out, result[0].cpu(), mbd.sample_rate, args.overwrite, report)
             report.done.append(item.path)

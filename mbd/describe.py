@@ -9,6 +9,7 @@ import soundfile
 from . import checkpoint
 from .audio import AudioError
 from .batch import TOKEN_SUFFIXES
+from .codec import EncodecCodec
 from .tokens import read_tokens
 
 CHECKPOINT_SUFFIXES = (".pt", ".th", ".safetensors")
@@ -27,13 +28,21 @@ def describe(path: Path) -> str:
             f"  code range {int(tokens.codes.min())}..{int(tokens.codes.max())}",
         ]
         if tokens.sample_rate:
-            lines.append(f"  codec sample rate {tokens.sample_rate} Hz, {frames * 320 / tokens.sample_rate:.2f} s")
+            lines.append(f"  codec sample rate {tokens.sample_rate} Hz{_duration(frames, tokens.sample_rate)}")
         return "\n".join(lines)
     try:
         info = soundfile.info(str(path))
     except (RuntimeError, OSError) as err:
         raise AudioError(f"{path}: not a token file, checkpoint or readable audio file ({err})") from None
     return f"{path}: audio, {info.samplerate} Hz, {info.channels} channel(s), {info.duration:.2f} s, {info.subtype}"
+
+
+def _duration(frames: int, sample_rate: int) -> str:
+    """`", 1.23 s"` for token frames of a codec whose hop is fixed without loading it (EnCodec 24 kHz: 320);
+    empty for others (MusicGen's 32 kHz EnCodec reads its hop from its Hugging Face config)."""
+    if sample_rate != EncodecCodec.sample_rate:
+        return ""
+    return f", {frames * EncodecCodec.hop_length / sample_rate:.2f} s"
 
 
 def _is_token_tensor(path: Path) -> bool:

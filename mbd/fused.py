@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import PowerSchedule, StepCallback, sample
-from .options import InferenceOptions
+from .diffusion import PowerSchedule, Sampler, StepCallback, sample
+from .options import RuntimeOptions
 from .unet import DiffusionUNet, UNetConfig
 
 
@@ -206,7 +206,8 @@ def sample_fused(
     schedules: Sequence[PowerSchedule],
     steps: list[int],
     draws: torch.Tensor,
-    options: InferenceOptions,
+    sampler: Sampler,
+    options: RuntimeOptions,
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Sample every band at once with the fused network.
@@ -220,7 +221,8 @@ def sample_fused(
         draws: standard Gaussian draws `[n_bands, K, B, C, L]` in AudioCraft's order: `[b, 0]` is band b's
             initial noise, `[b, i]` the noise added after its iteration i - 1 (DDPM needs K = len(steps) - 1,
             the deterministic samplers K = 1).
-        options: the sampler and the network's dtype (the sampler state stays float32).
+        sampler: "ddpm", "ddim" or "dpm++2m" (`mbd.sampler`).
+        options: the network's dtype (the sampler state stays float32).
         on_step: called as `on_step(i, x)` with the band-stacked state `[B, n_bands * C, L]`.
 
     Returns:
@@ -239,4 +241,4 @@ def sample_fused(
         return network(x.to(dtype), table[t], condition).to(x.dtype)
 
     stacked = (stack_bands(d) for d in draws.unbind(1))  # [B, n * C, L] each, in draw order
-    return unstack_bands(sample(options.sampler, denoise, lambda: next(stacked), schedules, steps, on_step), n)
+    return unstack_bands(sample(sampler, denoise, lambda: next(stacked), schedules, steps, on_step), n)

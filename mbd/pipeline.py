@@ -1,9 +1,9 @@
-"""MultiBandDiffusion: tokens or log-mels to waveform with one diffusion model per frequency band (spec §a).
+"""MultiBandDiffusion: tokens or log-mels to waveform with one diffusion model per frequency band.
 
 Each band pairs a U-Net with its noise schedule and, optionally, its EQ processor. Every band samples the
-whole waveform band-limited to its range; the outputs are summed and, for tokens, re-EQ'd against the
-codec's own decode. A model is conditioned either on a codec's latents (`config.codec`) or on continuous
-features computed from audio (`config.features`, a log-mel: see `mbd.mel`).
+whole waveform band-limited to its range; the outputs are summed and re-EQ'd. What conditions the U-Nets,
+and what the sum is re-EQ'd against, is the model's `conditioning` (`mbd.conditioning`): a codec's latents
+(token models, re-EQ'd against the codec's own decode) or a log-mel (mel models, re-EQ'd against the mel).
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from torch import nn
 
 from . import checkpoint, diffusion, flow
 from .chunking import decode_in_chunks
+from .conditioning import Conditioning, Request, conditioning_for
 from .config import BandConfig, MBDConfig
 from .diffusion import Sampler, all_draws, band_draws, sample
 from .eq import re_eq
 from .fused import FusedUNet, sample_fused, unstack_bands
 from .gemm_conv import use_gemm
 from .mel import MelSpectrogram
-from .options import DTYPES, FAITHFUL, DType, InferenceOptions
+from .options import DTYPES, FAITHFUL, DType, RuntimeOptions
 from .processor import BandProcessor
 from .unet import DiffusionUNet
 
@@ -62,8 +63,24 @@ class MultiBandDiffusion(nn.Module):
         super().__init__()
         self.config = config
         self.bands = nn.ModuleList(Band(band, config.sample_rate) for band in config.bands)
-        self.codec = codec
-        self.features = None if config.features is None else MelSpectrogram(config.features)
+        self.conditioning: Conditioning = conditioning_for(config, codec)
+        self._fused_cache: dict[tuple, tuple[nn.Module, FusedUNet]] = {}
+
+    @property
+    def codec(self) -> nn.Module | None:
+        """The conditioning's codec (None for mel models, or a token model loaded without one)."""
+        return self.conditioning.codec
+
+    @property
+    def features(self) -> MelSpectrogram | None:
+        """The conditioning's log-mel definition (None for token models)."""
+        return self.conditioning.features
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "codec":  # the codec lives in the conditioning: `model.codec = codec` attaches it there
+            self.conditioning.attach_codec(value)
+        else:
+            super().__setattr__(name, value)
 
     # --- construction -----------------------------------------------------------------------------------
 
@@ -95,26 +112,30 @@ class MultiBandDiffusion(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, codec: nn.Module | None = None, *, load_codec: bool = True
+        cls,
+        name_or_path: str | os.PathLike,
+        codec: nn.Module | None = None,
+        *,
+        load_codec: bool = True,
+        codec_weights: str | os.PathLike | None = None,
     ) -> MultiBandDiffusion:
         """Load a released AudioCraft checkpoint (`.pt`/`.th`), one of ours (`.safetensors`), or a model name.
 
         Args:
             name_or_path: a file, or a name from the pretrained manifest (downloaded and cached once).
             codec: the codec to use; by default the one named in the checkpoint's config is loaded.
-            load_codec: set False to load only the diffusion models (enough for `generate`).
+            load_codec: set False to load only the diffusion models (enough for `generate` with `length`).
+            codec_weights: a local codec weights file (24 kHz) or Hugging Face folder (32 kHz) instead of the
+                cached download.
         """
         path = Path(name_or_path)
         if not path.exists():
             from . import hub
 
             path = hub.resolve_model(name_or_path)
-        config, tensors = checkpoint.load(path)
-        model = cls.from_state(config, tensors, codec)
-        if model.codec is None and load_codec and model.config.codec is not None:
-            from .codec import load_codec as build_codec
-
-            model.codec = build_codec(model.config.codec.name, model.config.codec.n_q)
+        model = cls.from_state(*checkpoint.load(path), codec)
+        if codec is None and load_codec:
+            model.conditioning.load_codec(codec_weights)  # nothing for mel models
         return model
 
     def band_state(self) -> dict[str, torch.Tensor]:
@@ -135,19 +156,6 @@ class MultiBandDiffusion(nn.Module):
     def device(self) -> torch.device:
         return next(self.bands.parameters()).device
 
-    def _require_codec(self) -> nn.Module:
-        if self.features is not None:
-            raise RuntimeError("this is a mel model: it has no codec; use `vocode(mel)` or `regenerate(wav, sr)`")
-        if self.codec is None:
-            raise RuntimeError("this model was loaded without a codec; pass `codec=` to from_pretrained")
-        return self.codec
-
-    def _require_features(self) -> MelSpectrogram:
-        if self.features is None:
-            raise RuntimeError("this model is conditioned on codec tokens, not on mel spectrograms: use a mel "
-                               "model (e.g. 'mel24k') for vocode()")
-        return self.features
-
     @torch.no_grad()
     def generate(
         self,
@@ -158,17 +166,18 @@ class MultiBandDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         on_step: StepCallback | None = None,
-        options: InferenceOptions = FAITHFUL,
+        sampler: Sampler = "ddpm",
+        options: RuntimeOptions = FAITHFUL,
     ) -> torch.Tensor:
-        """Sample every band from the codec latent and return their sum.
+        """Sample every band from the conditioning (codec latent or normalised log-mel) and return their sum.
 
         Random draws happen in AudioCraft's order: band 0's initial noise, band 0's step noises, then
         band 1, and so on, each the shape of the output. With `generator=None` they come from torch's global
         generator, so `torch.manual_seed(s)` replays AudioCraft's own seeded output.
 
         Args:
-            latents: codec latent `[B, D, T]`.
-            length: output samples; default `T * hop` (hop = sample_rate / latent frame rate, e.g. 320).
+            latents: the condition `[B, D, T]`: a codec latent, or a mel model's normalised log-mel.
+            length: output samples; default `T * hop_length` (e.g. 320 for EnCodec 24 kHz latents).
             steps: descending step list ending in 0; default AudioCraft's 20-step list for "ddpm" and
                 `spaced_steps(10)` for "ddim" and "dpm++2m" (see `step_list`).
             generator: source of all random draws.
@@ -176,7 +185,8 @@ class MultiBandDiffusion(nn.Module):
                 0 is each band's initial noise, index i the noise added after iteration i - 1
                 (K = len(steps) - 1 for "ddpm", K >= 1 otherwise).
             on_step: called with `(band, iteration, state)` after every sampler iteration.
-            options: sampler, precision, fusion, compilation and chunking; the default is the faithful path.
+            sampler: "ddpm" (AudioCraft's ancestral loop), "ddim" or "dpm++2m" (`mbd.diffusion`).
+            options: precision, fusion, compilation and chunking; the default is the faithful path.
 
         Returns:
             audio `[B, C, length]`.
@@ -185,10 +195,10 @@ class MultiBandDiffusion(nn.Module):
             raise ValueError(f"latents must be [B, D, T], got {tuple(latents.shape)}")
         length = latents.shape[-1] * self.hop_length if length is None else int(length)
         num_steps = min(band.schedule.num_steps for band in self.bands)
-        steps = diffusion.resolve_steps(steps, num_steps, options.sampler)  # the one check of the step list
+        steps = diffusion.resolve_steps(steps, num_steps, sampler)  # the one check of the step list
         latents = latents.to(device=self.device, dtype=next(self.bands.parameters()).dtype)
         if options.chunk_seconds is None:
-            return self._generate(latents, length, steps, generator, noise, on_step, options)
+            return self._generate(latents, length, steps, generator, noise, on_step, sampler, options)
         if noise is not None:
             raise ValueError("pass `generator`, not `noise`, with chunk_seconds")
         frame_rate = self.sample_rate / self.hop_length
@@ -196,7 +206,7 @@ class MultiBandDiffusion(nn.Module):
         overlap = min(round(options.overlap_seconds * frame_rate), chunk - 1)
 
         def decode(span: torch.Tensor, samples: int) -> torch.Tensor:
-            return self._generate(span, samples, steps, generator, None, on_step, options)
+            return self._generate(span, samples, steps, generator, None, on_step, sampler, options)
 
         return decode_in_chunks(decode, latents, self.hop_length, length, chunk, overlap)
 
@@ -212,12 +222,13 @@ class MultiBandDiffusion(nn.Module):
         generator: torch.Generator | None,
         noise: torch.Tensor | None,
         on_step: StepCallback | None,
-        options: InferenceOptions,
+        sampler: Sampler,
+        options: RuntimeOptions,
     ) -> torch.Tensor:
         """`generate` on one span: latents `[B, D, T]` to audio `[B, C, length]`; `steps` already checked."""
         shape = (latents.shape[0], self.config.bands[0].unet.channels, length)
         out = torch.zeros(shape, device=self.device, dtype=latents.dtype)
-        n_draws = len(steps) - 1 if options.sampler == "ddpm" else 1
+        n_draws = len(steps) - 1 if sampler == "ddpm" else 1
         n_bands = len(self.bands)
         schedules = [band.schedule for band in self.bands]
         flows = any(band.config.objective == "flow" for band in self.bands)
@@ -225,7 +236,7 @@ class MultiBandDiffusion(nn.Module):
             draws = all_draws(shape, n_draws, n_bands, generator, noise, out)
             network, fused_net = self.fused_network(options.dtype, options.compile)
             callback = None if on_step is None else lambda i, x: self._unstacked_step(on_step, i, x)
-            x = sample_fused(network, fused_net, latents, schedules, steps, draws, options, callback)
+            x = sample_fused(network, fused_net, latents, schedules, steps, draws, sampler, options, callback)
             for band, x_b in zip(self.bands, x):
                 out += band.unproject(x_b)
             return out
@@ -247,7 +258,7 @@ class MultiBandDiffusion(nn.Module):
                 x = flow.sample(velocity, draw(), flow.FlowSchedule().times(len(steps) - 1), on_step=callback)
                 out += band.unproject(x)
                 continue
-            out += band.unproject(sample(options.sampler, denoise, draw, band.schedule, steps, callback))
+            out += band.unproject(sample(sampler, denoise, draw, band.schedule, steps, callback))
         return out
 
     def _unstacked_step(self, on_step: StepCallback, i: int, x: torch.Tensor) -> None:
@@ -262,7 +273,7 @@ class MultiBandDiffusion(nn.Module):
         """
         params = list(self.bands.parameters())
         key = (self.device, dtype, compile, tuple((id(p), p._version) for p in params))
-        cache = self.__dict__.setdefault("_fused_cache", {})
+        cache = self._fused_cache
         if key not in cache:
             cache.clear()  # keep at most one extra copy of the weights
             fused_net = FusedUNet([band.unet for band in self.bands]).to(DTYPES[dtype]).eval()
@@ -274,20 +285,25 @@ class MultiBandDiffusion(nn.Module):
 
     @property
     def hop_length(self) -> int:
-        """Audio samples per latent (or feature) frame."""
-        if self.features is not None:
-            return self.features.hop_length
-        codec = self.codec
-        if codec is not None:
-            return int(codec.hop_length)
-        hops = {24000: 320, 32000: 640}
-        if self.sample_rate not in hops:
-            raise RuntimeError("no codec attached: pass `length=` to generate")
-        return hops[self.sample_rate]
+        """Audio samples per condition frame (latent or mel frame), from the conditioning."""
+        return self.conditioning.hop_length
 
     def re_eq(self, wav: torch.Tensor, ref: torch.Tensor, n_bands: int = 32, strictness: float = 1.0) -> torch.Tensor:
         """Match the band energies of `wav` `[B, C, L]` to `ref` `[B, C, L]` (see `mbd.eq.re_eq`)."""
         return re_eq(wav, ref, self.sample_rate, n_bands, strictness)
+
+    def _run(
+        self,
+        request: Request,
+        steps: list[int] | None,
+        generator: torch.Generator | None,
+        noise: torch.Tensor | None,
+        sampler: Sampler,
+        options: RuntimeOptions,
+    ) -> torch.Tensor:
+        """Sample a request's condition to its length and finish it (re-EQ)."""
+        kwargs = dict(steps=steps, generator=generator, noise=noise, sampler=sampler, options=options)
+        return request.finish(self.generate(request.condition, length=request.length, **kwargs))
 
     @torch.no_grad()
     def tokens_to_wav(
@@ -298,27 +314,20 @@ class MultiBandDiffusion(nn.Module):
         steps: list[int] | None = None,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
-        options: InferenceOptions = FAITHFUL,
+        sampler: Sampler = "ddpm",
+        options: RuntimeOptions = FAITHFUL,
         per_clip_eq: bool = False,
     ) -> torch.Tensor:
-        """Decode codec tokens `[B, K, T]` to audio `[B, C, T * hop]`, re-EQ'd against the codec's decode.
+        """Decode codec tokens `[B, K, T]` to audio `[B, C, T * hop]`, re-EQ'd against the codec's decode
+        (token models only).
 
         The re-EQ runs once over the whole output, also when `options.chunk_seconds` decodes it in chunks.
         Like AudioCraft it equalises the batch jointly (one gain per band for all clips); `per_clip_eq`
         equalises each clip against its own reference instead, so that a clip's output does not depend on
         the rest of the batch. The other arguments are those of `generate`.
         """
-        codec = self._require_codec()
-        tokens = tokens.to(self.device)
-        reference = codec.decode(tokens)
-        latents = codec.latents(tokens)
-        wav = self.generate(
-            latents, length=reference.shape[-1], steps=steps, generator=generator, noise=noise, options=options
-        )
-        reference = reference.to(wav)
-        if per_clip_eq:
-            return torch.cat([self.re_eq(w[None], r[None], n_bands) for w, r in zip(wav, reference)])
-        return self.re_eq(wav, reference, n_bands)
+        request = self.conditioning.from_tokens(tokens.to(self.device), n_bands, per_clip_eq)
+        return self._run(request, steps, generator, noise, sampler, options)
 
     @torch.no_grad()
     def regenerate(
@@ -328,24 +337,18 @@ class MultiBandDiffusion(nn.Module):
         *,
         steps: list[int] | None = None,
         generator: torch.Generator | None = None,
-        options: InferenceOptions = FAITHFUL,
+        sampler: Sampler = "ddpm",
+        options: RuntimeOptions = FAITHFUL,
     ) -> torch.Tensor:
-        """Encode audio `[B, C, L]` with the codec and decode it again with MBD, at the input's rate.
+        """Turn audio `[B, C, L]` into the model's condition and decode it again, at the input's rate.
 
-        For a mel model (`config.features`) the audio goes to log-mel and back through `vocode`, each
-        channel on its own. As in AudioCraft there is no re-EQ here. The other arguments are those of `generate`.
+        Token models encode it with the codec and, as in AudioCraft, do not re-EQ; mel models vocode each
+        channel's log-mel (re-EQ'd against it, as `vocode`). The other arguments are those of `generate`.
         """
         wav = wav.to(self.device)
         if sample_rate != self.sample_rate:
             wav = julius.resample_frac(wav, sample_rate, self.sample_rate)
-        if self.features is not None:
-            B, C, L = wav.shape
-            mel = self.features.frame_aligned(wav.reshape(B * C, 1, L))  # [B*C, n_mels, T]
-            out = self.vocode(mel, steps=steps, generator=generator, options=options)[..., :L].reshape(B, C, L)
-        else:
-            codec = self._require_codec()
-            latents = codec.latents(codec.encode(wav))
-            out = self.generate(latents, length=wav.shape[-1], steps=steps, generator=generator, options=options)
+        out = self._run(self.conditioning.from_audio(wav), steps, generator, None, sampler, options)
         if sample_rate != self.sample_rate:
             out = julius.resample_frac(out, self.sample_rate, sample_rate)
         return out
@@ -357,12 +360,13 @@ class MultiBandDiffusion(nn.Module):
         *,
         steps: list[int] | None = None,
         generator: torch.Generator | None = None,
-        options: InferenceOptions = FAITHFUL,
+        sampler: Sampler = "ddpm",
+        options: RuntimeOptions = FAITHFUL,
         mel_eq: float = 1.0,
     ) -> torch.Tensor:
         """Log-mel spectrogram to audio (mel models only).
 
-        The mel follows the model's `config.features` (for `mel24k`: Vocos' 24 kHz, hop 256, 100-bin natural-log
+        The mel follows the model's `config.features` (e.g. Vocos' 24 kHz, hop 256, 100-bin natural-log
         magnitude mel; see `mbd.mel`). In place of the codec models' re-EQ against the codec decode, the sum of
         the bands is re-EQ'd against the mel itself, per frame and mel band (`MelSpectrogram.equalize`; chosen
         by measurement, see checkpoints/mel24k.md).
@@ -370,16 +374,10 @@ class MultiBandDiffusion(nn.Module):
         Args:
             mel: log-mel `[n_mels, T]` or `[B, n_mels, T]`; checked by `MelSpectrogram.check` (errors for
                 the wrong bins, a transposed input or NaN/inf; a warning for a linear-looking scale).
-            steps, generator, options: as for `generate`.
+            steps, generator, sampler, options: as for `generate`.
             mel_eq: strictness of that re-EQ, 0 (off) to 1 (match the mel fully).
 
         Returns:
             audio `[B, 1, T * hop]` (`[1, T * hop]` for a `[n_mels, T]` input).
         """
-        features = self._require_features()
-        batched = mel.dim() == 3
-        mel = features.check(mel).to(self.device)  # [B, n_mels, T]
-        length = mel.shape[-1] * features.hop_length
-        wav = self.generate(features.condition(mel), length=length, steps=steps, generator=generator, options=options)
-        wav = features.equalize(wav, mel, mel_eq)
-        return wav if batched else wav[0]
+        return self._run(self.conditioning.from_mel(mel, mel_eq), steps, generator, None, sampler, options)

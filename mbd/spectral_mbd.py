@@ -266,6 +266,7 @@ class SpectralMBD(nn.Module):
         *,
         steps: int | None = None,
         generator: torch.Generator | None = None,
+        sampler: str = "ddpm",
         options: object | None = None,
         mel_eq: float = 1.0,
         griffin_lim: int | None = None,
@@ -278,7 +279,8 @@ class SpectralMBD(nn.Module):
                 `MelSpectrogram.check`).
             steps: network evaluations per band; default `config.steps`.
             generator: source of the initial noise.
-            options: accepted for the interface of `MultiBandDiffusion.vocode`; unused.
+            sampler, options: accepted for the interface of `MultiBandDiffusion.vocode`; unused (the ODE
+                solver is the model's own).
             mel_eq: strictness of the re-EQ against the mel (`MelSpectrogram.equalize`), 0 (off) to 1.
             griffin_lim: Griffin-Lim iterations (`polish`) that start from the model's sampled phases and keep
                 the target magnitudes A (0: none, the re-EQ'd output is returned); default `config.griffin_lim`.
@@ -320,6 +322,7 @@ class SpectralMBD(nn.Module):
         *,
         steps: int | None = None,
         generator: torch.Generator | None = None,
+        sampler: str = "ddpm",
         options: object | None = None,
     ) -> torch.Tensor:
         """Audio `[B, C, L]` to log-mel and back, each channel on its own, at the input's rate."""

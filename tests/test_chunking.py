@@ -7,7 +7,7 @@ import torch
 
 from mbd.chunking import chunk_spans, crossfade_window, decode_in_chunks
 from mbd.diffusion import PowerSchedule, ddim_sample, spaced_steps
-from mbd.options import InferenceOptions
+from mbd.options import RuntimeOptions
 from tests.conftest import oracle
 from tests.test_fused import HOP, latents, tiny_mbd
 
@@ -61,15 +61,15 @@ def test_pipeline_chunking_is_seeded_and_bounded() -> None:
     kwargs = dict(length=40 * HOP - 3, steps=[999, 500, 0])
     model.codec = HopOnly()  # generate only needs the codec's hop
     rate = model.sample_rate / HOP  # latent frames per second
-    chunked = InferenceOptions(fused=True, chunk_seconds=12 / rate, overlap_seconds=3 / rate)
+    chunked = RuntimeOptions(fused=True, chunk_seconds=12 / rate, overlap_seconds=3 / rate)
     one = model.generate(lat, options=chunked, generator=torch.Generator().manual_seed(5), **kwargs)
     two = model.generate(lat, options=chunked, generator=torch.Generator().manual_seed(5), **kwargs)
     assert one.shape == (1, 1, 40 * HOP - 3)
     torch.testing.assert_close(one, two, atol=0, rtol=0)
     # One chunk covering everything is the unchunked decode with the same seed.
-    fused = InferenceOptions(fused=True)
+    fused = RuntimeOptions(fused=True)
     whole = model.generate(lat, options=fused, generator=torch.Generator().manual_seed(5), **kwargs)
-    one_chunk = InferenceOptions(fused=True, chunk_seconds=100 / rate)
+    one_chunk = RuntimeOptions(fused=True, chunk_seconds=100 / rate)
     single = model.generate(lat, options=one_chunk, generator=torch.Generator().manual_seed(5), **kwargs)
     torch.testing.assert_close(single, whole, atol=0, rtol=0)
     assert (one - whole).abs().max() > 1e-3  # chunks draw their own noise
@@ -102,7 +102,7 @@ def test_tokens_to_wav_chunked_re_eqs_globally() -> None:
         latents(frames=30, batch=1),
         n_bands=4,
         steps=[999, 0],
-        options=InferenceOptions(fused=True, chunk_seconds=10 / rate),
+        options=RuntimeOptions(fused=True, chunk_seconds=10 / rate),
         generator=torch.Generator().manual_seed(0),
     )
     assert wav.shape == reference.shape

@@ -211,13 +211,20 @@ def test_python_dash_m_help() -> None:
     assert result.returncode == 0 and "decode" in result.stdout and "regenerate" in result.stdout
 
 
-def test_fused_default_follows_the_device() -> None:
+def test_flags_become_sampling_and_runtime_options() -> None:
+    def options(*flags: str):  # noqa: ANN202
+        return _options(build_parser().parse_args(["decode", "in.npy", "-o", "out.wav", *flags]))
+
     def fused(*flags: str) -> bool:
-        return _options(build_parser().parse_args(["decode", "in.npy", "-o", "out.wav", *flags])).inference.fused
+        return options(*flags)[1].fused
 
     assert not fused("--device", "cpu") and fused("--device", "cpu", "--fused")
     assert fused("--device", "cuda") and not fused("--device", "cuda", "--no-fused")  # parsing only: no GPU needed
     assert fused("--device", "cpu", "--compile")
+    sampling, runtime = options("--device", "cuda:1", "--sampler", "ddim", "--steps", "5", "--seed", "3",
+                                "--dtype", "bfloat16", "--chunk-seconds", "2")
+    assert (sampling.sampler, sampling.steps, sampling.seed) == ("ddim", 5, 3)
+    assert (runtime.device, runtime.dtype, runtime.chunk_seconds, runtime.fused) == ("cuda:1", "bfloat16", 2.0, True)
 
 
 @pytest.mark.parametrize(
@@ -252,7 +259,7 @@ def test_bugs_keep_their_traceback(error: Exception, monkeypatch) -> None:
 
 def test_bad_options_are_user_errors(tmp_path: Path, capsys) -> None:
     np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))
-    # Validated by InferenceOptions before any model loads.
+    # Validated by RuntimeOptions before any model loads.
     assert main(["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"), "--chunk-seconds", "-1"]) == 2
     assert capsys.readouterr().err == "mbd: error: chunk_seconds must be > 0, got -1.0\n"
     assert main(["encode", str(_tone(tmp_path / "t.wav")), "-o", str(tmp_path / "t.npy"), "--bandwidth", "2"]) == 2

@@ -24,7 +24,7 @@ from mbd.diffusion import (
     spaced_steps,
     step_list,
 )
-from mbd.options import InferenceOptions
+from mbd.options import RuntimeOptions
 from mbd.train.config import RecipeError, build
 from tests.conftest import oracle, tiny_diffusion_model
 
@@ -141,7 +141,7 @@ def test_generate_checks_the_step_list_once(monkeypatch: pytest.MonkeyPatch, fus
     monkeypatch.setattr(diffusion, "check_steps", lambda steps, n: calls.append(list(steps)) or check(steps, n))
     model = tiny_diffusion_model(n_bands=2)
     latents = torch.randn(1, 8, 12, generator=torch.Generator().manual_seed(0))
-    chunked = InferenceOptions(fused=fused, chunk_seconds=0.08, overlap_seconds=0.02)  # 6-frame chunks: 3 spans
+    chunked = RuntimeOptions(fused=fused, chunk_seconds=0.08, overlap_seconds=0.02)  # 6-frame chunks: 3 spans
     model.generate(latents, steps=[999, 500, 0], generator=torch.Generator().manual_seed(1), options=chunked)
     assert calls == [[999, 500, 0]]
     with pytest.raises(ValueError, match="strictly descending"):
@@ -351,12 +351,13 @@ def test_generate_draws_in_the_documented_order(fused: bool, sampler: str) -> No
     """`generate(generator=g)` equals `generate(noise=...)` fed explicit draws of g in the documented order."""
     model = tiny_diffusion_model(n_bands=2)
     latents = torch.randn(1, 8, 4, generator=torch.Generator().manual_seed(0))
-    steps, options = [999, 600, 200, 0], InferenceOptions(sampler=sampler, fused=fused)  # type: ignore[arg-type]
+    steps, options = [999, 600, 200, 0], RuntimeOptions(fused=fused)
     n_draws = len(steps) - 1 if sampler == "ddpm" else 1
     g = torch.Generator().manual_seed(3)
     noise = torch.stack(
         [torch.stack([torch.randn(1, 1, 4 * 320, generator=g) for _ in range(n_draws)]) for _ in range(2)]
     )
-    seeded = model.generate(latents, steps=steps, generator=torch.Generator().manual_seed(3), options=options)
-    assert torch.equal(seeded, model.generate(latents, steps=steps, noise=noise, options=options))
-    assert not torch.equal(seeded, model.generate(latents, steps=steps, noise=noise.flip(0), options=options))
+    kw = dict(steps=steps, sampler=sampler, options=options)
+    seeded = model.generate(latents, generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(seeded, model.generate(latents, noise=noise, **kw))
+    assert not torch.equal(seeded, model.generate(latents, noise=noise.flip(0), **kw))

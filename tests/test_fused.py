@@ -9,12 +9,12 @@ from mbd.config import BandConfig, CodecConfig, MBDConfig
 from mbd.diffusion import PowerSchedule
 from mbd.fused import FusedUNet, stack_bands, unstack_bands
 from mbd.gemm_conv import use_gemm
-from mbd.options import InferenceOptions
+from mbd.options import RuntimeOptions
 from mbd.pipeline import MultiBandDiffusion
 from mbd.processor import ProcessorConfig
 from mbd.unet import DiffusionUNet, UNetConfig
 
-FUSED = InferenceOptions(fused=True)
+FUSED = RuntimeOptions(fused=True)
 
 UNET = UNetConfig(hidden=8, depth=3, res_blocks=2, norm_groups=2, kernel=4, stride=2, growth=2.0, codec_dim=16)
 HOP = 32
@@ -72,7 +72,8 @@ def test_generate_matches_per_band(sampler: str) -> None:
             latents(),
             length=10 * HOP,
             steps=steps,
-            options=InferenceOptions(sampler=sampler, fused=fused),
+            sampler=sampler,
+            options=RuntimeOptions(fused=fused),
             generator=torch.Generator().manual_seed(7),
         )
         for fused in (False, True)
@@ -92,7 +93,7 @@ def test_generate_with_stored_noise_and_callbacks() -> None:
             length=8 * HOP,
             steps=steps,
             noise=noise,
-            options=InferenceOptions(fused=f),
+            options=RuntimeOptions(fused=f),
             on_step=lambda b, i, x, f=f: states[f].__setitem__((b, i), x.clone()),
         )
         for f in (False, True)
@@ -108,7 +109,7 @@ def test_bfloat16_close_in_relative_l2() -> None:
     kwargs = dict(length=10 * HOP, steps=[999, 500, 200, 0], noise=torch.randn(3, 3, 2, 1, 10 * HOP))
     ref = model.generate(latents(), **kwargs)
     for fused in (False, True):
-        out = model.generate(latents(), options=InferenceOptions(dtype="bfloat16", fused=fused), **kwargs)
+        out = model.generate(latents(), options=RuntimeOptions(dtype="bfloat16", fused=fused), **kwargs)
         assert out.dtype == torch.float32
         rel = ((out - ref).norm() / ref.norm()).item()
         assert 0 < rel < 5e-2, rel  # bf16 has an 8-bit mantissa: ~1e-2 relative error
@@ -132,7 +133,7 @@ def test_fused_cache_follows_weight_updates() -> None:
         model.bands[0].unet.decoders[-1].convtr.weight.mul_(2.0)
     after = model.generate(latents(8), **kwargs)
     assert not torch.allclose(before, after)
-    per_band = model.generate(latents(8), **{**kwargs, "options": InferenceOptions()})
+    per_band = model.generate(latents(8), **{**kwargs, "options": RuntimeOptions()})
     torch.testing.assert_close(after, per_band, atol=1e-5, rtol=0)
 
 
@@ -142,14 +143,14 @@ def test_compiled_fused_matches_fused() -> None:
     noise = torch.randn(3, 2, 2, 1, 8 * HOP, generator=torch.Generator().manual_seed(3))
     kwargs = dict(length=8 * HOP, steps=[999, 500, 0], noise=noise)
     want = model.generate(latents(8), options=FUSED, **kwargs)
-    got = model.generate(latents(8), options=InferenceOptions(fused=True, compile=True), **kwargs)
+    got = model.generate(latents(8), options=RuntimeOptions(fused=True, compile=True), **kwargs)
     assert want.abs().max() > 0.1
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def test_compile_requires_fused() -> None:
     with pytest.raises(ValueError, match="fused"):
-        InferenceOptions(compile=True)
+        RuntimeOptions(compile=True)
 
 
 def test_unet_single_forward_shapes_guard() -> None:

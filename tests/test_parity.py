@@ -8,7 +8,7 @@ import torch
 from mbd import MultiBandDiffusion, checkpoint
 from mbd.bands import band_splitter, split_bands
 from mbd.diffusion import PowerSchedule, default_steps
-from mbd.options import InferenceOptions
+from mbd.options import RuntimeOptions
 from tests.conftest import FakeCodec, Golden, record, requires_golden
 
 pytestmark = requires_golden
@@ -153,5 +153,5 @@ def test_generate_custom_steps(golden: Golden, model: MultiBandDiffusion) -> Non
 
 
 def test_fused_path_matches_golden(golden: Golden, model: MultiBandDiffusion) -> None:
-    out = model.tokens_to_wav(golden["in.codes"], noise=_stored_noise(golden), options=InferenceOptions(fused=True))
+    out = model.tokens_to_wav(golden["in.codes"], noise=_stored_noise(golden), options=RuntimeOptions(fused=True))
     record("e2e.wav_out (fused)", out, golden["e2e.wav_out"], ATOL)

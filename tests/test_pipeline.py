@@ -120,3 +120,17 @@ def test_flow_bands_integrate_their_velocity_with_euler_steps() -> None:
     stored = MBDConfig.from_dict(model.config.to_dict())
     assert [b.objective for b in stored.bands] == ["flow", "flow"]
     assert "objective" not in tiny().config.to_dict()["bands"][0]  # ddpm files keep AudioCraft's layout
+
+
+def test_from_pretrained_loads_a_local_codec_weights_file(tmp_path, encodec_weights) -> None:
+    import dataclasses
+
+    path = tmp_path / "tiny.safetensors"
+    tiny(unet=dataclasses.replace(UNET, codec_dim=128)).save(path)  # EnCodec 24 kHz latents are 128-d
+    model = MultiBandDiffusion.from_pretrained(path, codec_weights=encodec_weights)
+    assert (model.codec.sample_rate, model.codec.hop_length, model.codec.n_q) == (24000, 320, 4)
+    assert model.hop_length == 320  # the hop comes from the attached codec
+    codes = torch.randint(0, 1024, (1, 4, 3), generator=torch.Generator().manual_seed(0))
+    out = model.tokens_to_wav(codes, steps=STEPS, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 1, 3 * 320) and torch.isfinite(out).all()
+    assert MultiBandDiffusion.from_pretrained(path, load_codec=False).codec is None
