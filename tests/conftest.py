@@ -122,8 +122,8 @@ def oracle(x0: torch.Tensor, schedule):  # noqa: ANN001, ANN201
 
 
 def tiny_diffusion_model(n_bands: int = 2, seed: int = 0) -> nn.Module:
-    """A random 24 kHz `MultiBandDiffusion` of `n_bands` tiny U-Nets (latents `[B, 8, T]`, no processor,
-    no codec attached): enough to run `generate(latents)` in milliseconds."""
+    """A random 24 kHz `MultiBandDiffusion` of `n_bands` tiny U-Nets (latents `[B, 8, T]`, no processor, a
+    `FakeCodec` with hop 320 attached): enough to run `generate(latents)` in milliseconds."""
     from mbd.config import BandConfig, CodecConfig, MBDConfig
     from mbd.diffusion import PowerSchedule
     from mbd.pipeline import MultiBandDiffusion
@@ -132,4 +132,6 @@ def tiny_diffusion_model(n_bands: int = 2, seed: int = 0) -> nn.Module:
     unet = UNetConfig(hidden=4, growth=2, depth=2, res_blocks=1, codec_dim=8)
     torch.manual_seed(seed)
     bands = tuple(BandConfig(unet, PowerSchedule(), None) for _ in range(n_bands))
-    return MultiBandDiffusion(MBDConfig(24000, CodecConfig("encodec_24khz", 4), bands)).eval()
+    model = MultiBandDiffusion(MBDConfig(24000, CodecConfig("encodec_24khz", 4), bands)).eval()
+    model.codec = FakeCodec(torch.randn(4, 16, 8), torch.zeros(1, 1, 320))
+    return model
