@@ -187,7 +187,6 @@ def hf_file(repo: str, file: str, revision: str, *, cache: Path, endpoint: str, 
         local_only: never touch the network.
         missing_hint: appended to the `OfflineError` message (where else the file may come from).
     """
-    import httpx2
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -209,7 +208,9 @@ def hf_file(repo: str, file: str, revision: str, *, cache: Path, endpoint: str, 
         reason = "offline mode is on (MBD_OFFLINE or HF_HUB_OFFLINE)" if local_only else "the hub cannot be reached"
         raise OfflineError(f"{file} of {repo} is not in the Hugging Face cache ({cache}) and {reason}. "
                            f"{missing_hint}") from err
-    except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as err:  # ValueError: a forced fetch failed
+    except Exception as err:  # hub HTTP errors, its HTTP client's (after retries), OSError, a failed forced fetch
+        if not isinstance(err, (HfHubHTTPError, OSError, ValueError)) and not type(err).__module__.startswith("httpx"):
+            raise
         err = err.__cause__ if isinstance(err, ValueError) and err.__cause__ else err
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DownloadError(f"could not download {file} from {endpoint}/{repo}: {first}") from err

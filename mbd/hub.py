@@ -33,7 +33,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["DownloadError", "Interrupted", "OfflineError", "CodecEntry", "ModelEntry", "cache_dir", "codec_dir",
-           "codec_entry", "list_models", "model_entry", "offline", "resolve_codec_weights", "resolve_model"]
+           "codec_entry", "hf_cache_dir", "list_models", "model_entry", "offline", "resolve_codec_weights",
+           "resolve_model"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _noticed: set[str] = set()
@@ -81,7 +82,7 @@ class ModelEntry:
                 return path
         from huggingface_hub import try_to_load_from_cache
 
-        found = try_to_load_from_cache(self.repo, self.file, cache_dir=_hf_cache(), revision=self.revision)
+        found = try_to_load_from_cache(self.repo, self.file, cache_dir=hf_cache_dir(), revision=self.revision)
         return Path(found) if isinstance(found, str) else None
 
     @property
@@ -123,7 +124,8 @@ def _endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def _hf_cache() -> Path:
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, where MBD models go: `$HF_HUB_CACHE`, else huggingface_hub's default."""
     from huggingface_hub import constants
 
     return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE).expanduser()
@@ -207,7 +209,7 @@ def _fetch_model(entry: ModelEntry) -> Path:
     from huggingface_hub import try_to_load_from_cache
 
     assert entry.repo is not None  # checked by ModelEntry
-    cached = try_to_load_from_cache(entry.repo, entry.file, cache_dir=_hf_cache(), revision=entry.revision)
+    cached = try_to_load_from_cache(entry.repo, entry.file, cache_dir=hf_cache_dir(), revision=entry.revision)
     cached = Path(cached) if isinstance(cached, str) else None
     problem = damage(cached) if cached is not None else None
     if problem and offline():
@@ -218,7 +220,7 @@ def _fetch_model(entry: ModelEntry) -> Path:
     hint = f"Download {entry.url} and pass its path, or save it as {cache_dir() / entry.file}"
     for attempt in range(2):
         force = problem is not None
-        path = hf_file(entry.repo, entry.file, entry.revision, cache=_hf_cache(), endpoint=_endpoint(),
+        path = hf_file(entry.repo, entry.file, entry.revision, cache=hf_cache_dir(), endpoint=_endpoint(),
                        force=force, local_only=offline(), missing_hint=hint)
         if cached is not None and not force:
             return path  # cached and whole
