@@ -222,11 +222,13 @@ def _fetch_model(entry: ModelEntry) -> Path:
         force = problem is not None
         path = hf_file(entry.repo, entry.file, entry.revision, cache=hf_cache_dir(), endpoint=_endpoint(),
                        force=force, local_only=offline(), missing_hint=hint)
-        if cached is not None and not force:
-            return path  # cached and whole
         blob = path.resolve()
+        if cached is not None and not force and blob == cached.resolve():
+            return path  # the cached file, whole (a new revision on the hub would be a new blob: checked below)
         expected = entry.sha256 or (blob.name if _SHA256.fullmatch(blob.name) else None)  # LFS ETag = sha256
         problem = damage(path)
+        if problem is None and entry.size is not None and blob.stat().st_size != entry.size:
+            problem = f"{blob.stat().st_size} bytes, the manifest says {entry.size}"
         if problem is None and expected is not None and (actual := sha256(path)) != expected:
             problem = f"sha256 {actual}, the hub says {expected}"
         if problem is None:

@@ -47,7 +47,7 @@ class _Hub(http.server.BaseHTTPRequestHandler):
 
     def _head(self, name: str, body: bytes, start: int) -> None:
         self.send_response(206 if start else 200)
-        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("X-Repo-Commit", getattr(self.server, "commit", COMMIT))
         self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(len(body) - start))
@@ -235,6 +235,25 @@ def test_always_corrupt_download_keeps_nothing(env: dict[str, Path], server: htt
     with pytest.raises(hub.DownloadError, match="damaged twice.*sha256"):
         hub.resolve_model("tiny")
     assert _blobs(env) == [] and not hub.model_entry("tiny").is_cached
+
+
+def test_new_revision_on_the_hub_is_checked_too(
+    env: dict[str, Path], server: http.server.ThreadingHTTPServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hub.resolve_model("tiny")
+    newer = _torch_zip(400_000)
+    server.files["mbd_comp_2.pt"], server.commit = newer, "f" * 40  # type: ignore[attr-defined]
+    server.modes["mbd_comp_2.pt"] = "corrupt-once"  # type: ignore[attr-defined]
+    assert hub.resolve_model("tiny").read_bytes() == newer
+    assert "downloaded mbd_comp_2.pt is damaged" in capsys.readouterr().err
+
+
+def test_manifest_size_is_checked(env: dict[str, Path], server: http.server.ThreadingHTTPServer) -> None:
+    manifest = Path(os.environ["MBD_MANIFEST"])
+    manifest.write_text(manifest.read_text().replace("n_q = 2\n", f"n_q = 2\nsize = {len(MODEL) + 1}\n", 1))
+    with pytest.raises(hub.DownloadError, match="damaged twice.*the manifest says"):
+        hub.resolve_model("tiny")
+    assert _blobs(env) == []
 
 
 def test_damaged_cached_file_is_replaced(
