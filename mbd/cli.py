@@ -339,7 +339,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         source = entry.codec if entry.codec is not None else f"{entry.input}"
         n_q = "-" if entry.n_q is None else str(entry.n_q)
         print(f"{entry.name:22s} {source:15s} {n_q:>3s} {entry.sample_rate:6d}  {cached:7s}  {entry.license}")
-    print(f"cache: {hub.cache_dir()}  (set MBD_CACHE to move it, MBD_OFFLINE=1 to never download)")
+    print(f"caches: models {hub.hf_cache_dir()} (HF_HUB_CACHE), EnCodec {hub.codec_dir()} (TORCH_HOME), "
+          f"placed by hand {hub.cache_dir()} (MBD_CACHE); MBD_OFFLINE=1 never downloads")
     print("The AudioCraft MBD weights are CC-BY-NC 4.0: non-commercial use only. mel24k ships with mbd: "
           "see its model card (checkpoints/mel24k.md) for its training data's licences.")
     return 0

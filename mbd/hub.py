@@ -1,52 +1,52 @@
-"""Pretrained weights: names -> files, the download cache, and offline use.
+"""Pretrained weights: names -> files, through the caches of the libraries that fetch them.
 
 Names come from `checkpoints/manifest.toml` (installed as the package data `mbd.checkpoints`; the env
-variable `MBD_MANIFEST` points at another manifest). Files live in `cache_dir()`. Downloads are streamed
-to a temporary file next to their destination, checked (size, sha256) and only then renamed into place,
-so the cache never holds a partial or unverified file. With `MBD_OFFLINE=1`, or when the server cannot be
-reached, a missing file raises `OfflineError` saying where to put it and where to get it.
+variable `MBD_MANIFEST` points at another manifest).
+
+- MBD models live on the Hugging Face Hub (`repo`, `file`, `revision`) and are fetched by
+  `huggingface_hub.hf_hub_download` into the shared Hugging Face cache, where AudioCraft finds them too.
+  The upstream file is loaded as is (no converted copy). `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_HUB_OFFLINE`
+  and `HF_HUB_DOWNLOAD_TIMEOUT` apply.
+- EnCodec's weights (`url`, `sha256_prefix`) are fetched as the `encodec` package fetches them, by torch.hub
+  into its own folder (`TORCH_HOME`), where `encodec` finds them too.
+- `MBD_OFFLINE=1` is one switch for both (torch.hub has none), and the folder `cache_dir()` (`MBD_CACHE`)
+  holds files placed there by hand, which win over both caches, and mbd's locks.
+
+`mbd.fetch` makes both fetches safe to interrupt, stall, damage and run concurrently.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import importlib.resources
 import os
+import re
 import sys
-import tempfile
 import typing as tp
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from mbd.fetch import DownloadError, Interrupted, OfflineError, damage, hf_file, lock, sha256, url_file
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-_CHUNK = 1 << 20
-_TIMEOUT_S = 60.0
+__all__ = ["DownloadError", "Interrupted", "OfflineError", "CodecEntry", "ModelEntry", "cache_dir", "codec_dir",
+           "codec_entry", "hf_cache_dir", "list_models", "model_entry", "offline", "resolve_codec_weights",
+           "resolve_model"]
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _noticed: set[str] = set()
-
-
-class DownloadError(RuntimeError):
-    """A download failed; nothing was written to the cache."""
-
-
-class OfflineError(DownloadError):
-    """A file is missing and cannot be downloaded (offline mode or no connection)."""
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     """One pretrained MBD model of the manifest.
 
-    `file` is the upstream file at `url`; it is converted once to `cache_path` (our safetensors format).
-    A `bundled` model instead ships inside the package (`file` next to the manifest, in our format) and
-    needs no download: it has no `url`, and no `codec`/`n_q` when it is conditioned on mel spectrograms
-    (`input = "mel"`).
+    `file` is the file of Hugging Face repo `repo` at `revision`. A `bundled` model instead ships inside the
+    package (`file` next to the manifest, in our format): it has no `repo`, and no `codec`/`n_q` when it is
+    conditioned on mel spectrograms (`input = "mel"`).
     """
 
     name: str
@@ -54,7 +54,8 @@ class ModelEntry:
     sample_rate: int
     license: str
     license_url: str
-    url: str | None = None
+    repo: str | None = None
+    revision: str = "main"
     codec: str | None = None
     n_q: int | None = None
     input: str = "tokens"
@@ -63,18 +64,31 @@ class ModelEntry:
     size: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.bundled and (self.url is None or self.codec is None or self.n_q is None):
-            raise TypeError("a downloaded model needs 'url', 'codec' and 'n_q'")
+        if not self.bundled and (self.repo is None or self.codec is None or self.n_q is None):
+            raise TypeError("a downloaded model needs 'repo', 'codec' and 'n_q'")
 
     @property
-    def cache_path(self) -> Path:
-        """Where the model file lives: the packaged file when bundled, else `cache_dir() / "<name>.safetensors"`."""
-        return _bundled_path(self.file) if self.bundled else cache_dir() / f"{self.name}.safetensors"
+    def url(self) -> str | None:
+        """Where the file is downloaded from (`HF_ENDPOINT` applies); None for a bundled model."""
+        return None if self.repo is None else f"{_endpoint()}/{self.repo}/resolve/{self.revision}/{self.file}"
+
+    @property
+    def local_path(self) -> Path | None:
+        """The model file if it is on this machine (bundled, placed in `cache_dir()`, or in the HF cache)."""
+        if self.bundled:
+            return _bundled_path(self.file)
+        for path in (cache_dir() / f"{self.name}.safetensors", cache_dir() / self.file):
+            if path.is_file():
+                return path
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(self.repo, self.file, cache_dir=hf_cache_dir(), revision=self.revision)
+        return Path(found) if isinstance(found, str) else None
 
     @property
     def is_cached(self) -> bool:
-        """Whether the model file is available locally (no download or conversion needed)."""
-        return self.cache_path.is_file()
+        """Whether the model file is available locally (no download needed)."""
+        return self.local_path is not None
 
 
 @dataclass(frozen=True)
@@ -86,14 +100,12 @@ class CodecEntry:
     license_url: str
     file: str | None = None
     url: str | None = None
-    sha256: str | None = None
     sha256_prefix: str | None = None
-    size: int | None = None
     hf_repo: str | None = None
 
 
 def cache_dir() -> Path:
-    """The weights cache: `$MBD_CACHE`, else `$XDG_CACHE_HOME/mbd`, else `~/.cache/mbd`."""
+    """Files placed by hand and mbd's locks: `$MBD_CACHE`, else `$XDG_CACHE_HOME/mbd`, else `~/.cache/mbd`."""
     if os.environ.get("MBD_CACHE"):
         return Path(os.environ["MBD_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -101,8 +113,29 @@ def cache_dir() -> Path:
 
 
 def offline() -> bool:
-    """Whether `MBD_OFFLINE` forbids downloads."""
-    return os.environ.get("MBD_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """Whether `MBD_OFFLINE` (or Hugging Face's `HF_HUB_OFFLINE`) forbids downloads."""
+    return any(os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
+               for var in ("MBD_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, where MBD models go: `$HF_HUB_CACHE`, else huggingface_hub's default."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE).expanduser()
+
+
+def codec_dir() -> Path:
+    """Where EnCodec's weights go: torch.hub's checkpoint folder, as `encodec`'s own loader uses."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def _manifest() -> tuple[dict[str, tp.Any], str]:
@@ -167,153 +200,44 @@ def codec_entry(name: str) -> CodecEntry:
     return _entry(CodecEntry, "codec", name)
 
 
-def _missing(dest: Path, url: str, reason: str) -> str:
-    return f"{dest.name} is missing and {reason}. Download it from {url} and save it as {dest}"
+def _fetch_model(entry: ModelEntry) -> Path:
+    """The entry's file in the Hugging Face cache: fetched if missing, checked, fetched again once if damaged.
 
-
-def _fetch(url: str, out: tp.BinaryIO, dest: Path, size: int | None, progress: bool) -> str:
-    """Stream `url` into `out`; return the sha256 hex digest of what was written."""
-    request = urllib.request.Request(url, headers={"User-Agent": "mbd"})
-    try:
-        response = urllib.request.urlopen(request, timeout=_TIMEOUT_S)
-    except urllib.error.HTTPError as err:
-        raise DownloadError(f"could not download {url} to {dest}: HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise OfflineError(_missing(dest, url, f"the server cannot be reached ({reason})")) from err
-    with response:
-        header = response.headers.get("Content-Length")
-        expected = int(header) if header and header.isdigit() else None
-        if size is not None and expected is not None and expected != size:
-            raise DownloadError(f"could not download {url} to {dest}: the server offers {expected} bytes, "
-                                f"the manifest expects {size}")
-        sha, received = hashlib.sha256(), 0
-        bar = _progress_bar(dest.name, expected or size, progress)
-        try:
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                sha.update(chunk)
-                received += len(chunk)
-                bar(len(chunk))
-        except (http.client.HTTPException, OSError) as err:
-            raise DownloadError(f"could not download {url} to {dest}: the transfer broke off after "
-                                f"{received} bytes ({err!r})") from err
-        finally:
-            bar(None)
-    if expected is not None and received != expected:
-        raise DownloadError(f"could not download {url} to {dest}: truncated transfer, "
-                            f"got {received} of {expected} bytes")
-    if size is not None and received != size:
-        raise DownloadError(f"could not download {url} to {dest}: got {received} bytes, expected {size}")
-    return sha.hexdigest()
-
-
-def _progress_bar(name: str, total: int | None, enabled: bool) -> tp.Callable[[int | None], None]:
-    """A callback taking a byte count, or None to close; tqdm on stderr if importable."""
-    if not enabled:
-        return lambda n: None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        done = [0, -1]
-
-        def line(n: int | None) -> None:
-            if n is None:
-                print(file=sys.stderr)
-                return
-            done[0] += n
-            percent = int(100 * done[0] / total) if total else done[0] >> 24
-            if percent != done[1]:
-                done[1] = percent
-                of = f" / {total / 1e6:.1f}" if total else ""
-                print(f"\r{name}: {done[0] / 1e6:.1f}{of} MB", end="", file=sys.stderr, flush=True)
-
-        return line
-    bar = tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
-    return lambda n: bar.close() if n is None else bar.update(n)
-
-
-def _check_sha256(actual: str, sha256: str | None, sha256_prefix: str | None) -> str | None:
-    """None if the digest matches, else what is wrong."""
-    if sha256 is not None and actual != sha256.lower():
-        return f"sha256 mismatch: expected {sha256.lower()}, got {actual}"
-    if sha256_prefix is not None and not actual.startswith(sha256_prefix.lower()):
-        return f"sha256 mismatch: expected a digest starting {sha256_prefix.lower()}, got {actual}"
-    return None
-
-
-def download(
-    url: str,
-    dest: Path,
-    *,
-    sha256: str | None = None,
-    sha256_prefix: str | None = None,
-    size: int | None = None,
-    progress: bool = True,
-) -> Path:
-    """Download `url` to `dest` atomically, checking its size and sha256 (or sha256 prefix) when given.
-
-    Args:
-        url: http(s) URL.
-        dest: final path; its folder is created. Only a complete, verified file is ever renamed to it.
-        sha256: expected hex digest, or None.
-        sha256_prefix: expected start of the hex digest (EnCodec's file naming), or None.
-        size: expected size in bytes, or None.
-        progress: show a progress bar on stderr.
-
-    Raises:
-        OfflineError: `MBD_OFFLINE` is set or the server cannot be reached.
-        DownloadError: HTTP error, broken or truncated transfer, wrong size or checksum.
+    A new download must match the sha256 that the hub gives as its ETag (or the manifest's `sha256`); a
+    cached file gets the cheap `damage` check only (hashing 4.6 GB on every run would cost seconds).
     """
-    dest = Path(dest)
-    if offline():
-        raise OfflineError(_missing(dest, url, "MBD_OFFLINE is set"))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f"{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _fetch(url, out, dest, size, progress)
-        problem = _check_sha256(digest, sha256, sha256_prefix)
-        if problem:
-            raise DownloadError(f"could not download {url} to {dest}: {problem}")
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return dest
+    from huggingface_hub import try_to_load_from_cache
 
-
-def _file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
-def _verify_local(path: Path, url: str, sha256: str | None, sha256_prefix: str | None) -> Path:
-    """Check a file already in the cache (downloaded earlier or put there by hand)."""
-    if sha256 is not None or sha256_prefix is not None:
-        problem = _check_sha256(_file_sha256(path), sha256, sha256_prefix)
-        if problem:
-            raise DownloadError(f"{path} is not the file at {url} ({problem}); delete it and try again")
-    return path
-
-
-def resolve_codec_weights(name: str) -> Path:
-    """The local weights file of codec `name` (downloaded and checked on first use).
-
-    Args:
-        name: a `[codec.*]` entry of the manifest with a `url`, e.g. `"encodec_24khz"`.
-    """
-    entry = codec_entry(name)
-    if entry.url is None or entry.file is None:
-        raise ValueError(f"codec '{name}' is fetched by transformers from '{entry.hf_repo}', not by file")
-    dest = cache_dir() / entry.file
-    if dest.is_file():
-        return _verify_local(dest, entry.url, entry.sha256, entry.sha256_prefix)
-    return download(entry.url, dest, sha256=entry.sha256, sha256_prefix=entry.sha256_prefix, size=entry.size)
+    assert entry.repo is not None  # checked by ModelEntry
+    cached = try_to_load_from_cache(entry.repo, entry.file, cache_dir=hf_cache_dir(), revision=entry.revision)
+    cached = Path(cached) if isinstance(cached, str) else None
+    problem = damage(cached) if cached is not None else None
+    if problem and offline():
+        raise OfflineError(f"{cached} is damaged ({problem}) and offline mode is on; delete "
+                           f"{cached.resolve()} and run again online")
+    if problem:
+        print(f"mbd: the cached {entry.file} is damaged ({problem}); downloading it again", file=sys.stderr)
+    hint = f"Download {entry.url} and pass its path, or save it as {cache_dir() / entry.file}"
+    for attempt in range(2):
+        force = problem is not None
+        path = hf_file(entry.repo, entry.file, entry.revision, cache=hf_cache_dir(), endpoint=_endpoint(),
+                       force=force, local_only=offline(), missing_hint=hint)
+        blob = path.resolve()
+        if cached is not None and not force and blob == cached.resolve():
+            return path  # the cached file, whole (a new revision on the hub would be a new blob: checked below)
+        expected = entry.sha256 or (blob.name if _SHA256.fullmatch(blob.name) else None)  # LFS ETag = sha256
+        problem = damage(path)
+        if problem is None and entry.size is not None and blob.stat().st_size != entry.size:
+            problem = f"{blob.stat().st_size} bytes, the manifest says {entry.size}"
+        if problem is None and expected is not None and (actual := sha256(path)) != expected:
+            problem = f"sha256 {actual}, the hub says {expected}"
+        if problem is None:
+            return path
+        blob.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        if attempt == 0:
+            print(f"mbd: the downloaded {entry.file} is damaged ({problem}); downloading it again", file=sys.stderr)
+    raise DownloadError(f"{entry.url} arrived damaged twice ({problem}); nothing was kept")
 
 
 def _notice_licence(entry: ModelEntry) -> None:
@@ -324,10 +248,10 @@ def _notice_licence(entry: ModelEntry) -> None:
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """A local MBD model file: an existing path as is, or a manifest name resolved through the cache.
+    """A local MBD model file: an existing path as is, or a manifest name resolved through the caches.
 
-    A name is downloaded once (checked, atomic), converted once to `cache_dir()/<name>.safetensors` with
-    `mbd.checkpoint.convert`, and the upstream original is then deleted.
+    A name is looked up in `cache_dir()` (`<name>.safetensors` or the upstream file name, placed by hand), then
+    in the Hugging Face cache, and fetched there once if missing. The upstream file is used as is.
 
     Args:
         name_or_path: a file path, or a model name of `list_models()`.
@@ -341,36 +265,53 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
                          f"known models: {', '.join(entries)}")
     entry = entries[str(name_or_path)]
     _notice_licence(entry)
-    dst = entry.cache_path
     if entry.bundled:  # shipped with the package: never downloaded
+        dst = _bundled_path(entry.file)
         if not dst.is_file():
             raise OfflineError(f"the bundled model '{entry.name}' is missing from the installation ({dst}); "
                                "reinstall mbd")
-        problem = None if entry.sha256 is None else _check_sha256(_file_sha256(dst), entry.sha256, None)
-        if problem:
-            raise DownloadError(f"{dst}: the bundled model '{entry.name}' is damaged ({problem}); reinstall mbd")
+        if entry.sha256 is not None and (actual := sha256(dst)) != entry.sha256:
+            raise DownloadError(f"{dst}: the bundled model '{entry.name}' is damaged (sha256 {actual}, expected "
+                                f"{entry.sha256}); reinstall mbd")
         return dst
-    if dst.is_file():
-        return dst
-    assert entry.url is not None  # checked by ModelEntry
-    if entry.file.endswith(".safetensors"):  # already in our format
-        return download(entry.url, dst, sha256=entry.sha256, size=entry.size)
-    src = cache_dir() / entry.file
-    if src.is_file():
-        _verify_local(src, entry.url, entry.sha256, None)
-    else:
-        download(entry.url, src, sha256=entry.sha256, size=entry.size)
-    from mbd.checkpoint import convert
+    for local in (cache_dir() / f"{entry.name}.safetensors", cache_dir() / entry.file):
+        if local.is_file():
+            return local
+    with lock(cache_dir() / ".locks" / f"{entry.name}.lock"):  # one fetch and check per model at a time
+        return _fetch_model(entry)
 
-    fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f"{dst.name}.", suffix=".part.safetensors")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()  # a unique name that convert() creates
-    try:
-        convert(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    src.unlink(missing_ok=True)  # another process converting the same model may have removed it
-    return dst
+
+def resolve_codec_weights(name: str) -> Path:
+    """The local weights file of codec `name`, fetched on first use as `encodec`'s loader does (torch.hub).
+
+    Looked up in `cache_dir()` (placed by hand), then in `codec_dir()`. The file's sha256 must start with
+    `sha256_prefix` (EnCodec's naming); a damaged file in `codec_dir()` is fetched again.
+
+    Args:
+        name: a `[codec.*]` entry of the manifest with a `url`, e.g. `"encodec_24khz"`.
+    """
+    entry = codec_entry(name)
+    if entry.url is None or entry.file is None:
+        raise ValueError(f"codec '{name}' is fetched by transformers from '{entry.hf_repo}', not by file")
+    prefix = (entry.sha256_prefix or "").lower()
+    hand = cache_dir() / entry.file
+    if hand.is_file():
+        if not sha256(hand).startswith(prefix):
+            raise DownloadError(f"{hand} is not the file at {entry.url} (its sha256 does not start {prefix}); "
+                                "delete it and try again")
+        return hand
+    dest = codec_dir() / entry.file
+    with lock(cache_dir() / ".locks" / f"{entry.file}.lock"):
+        if dest.is_file():
+            if sha256(dest).startswith(prefix):
+                return dest
+            if offline():
+                raise OfflineError(f"{dest} is damaged (its sha256 does not start {prefix}) and offline mode is "
+                                   "on; delete it and run again online")
+            print(f"mbd: the cached {dest.name} is damaged; downloading it again", file=sys.stderr)
+            dest.unlink()
+        if offline():
+            raise OfflineError(f"{dest.name} is missing and offline mode is on (MBD_OFFLINE or HF_HUB_OFFLINE). "
+                               f"Download it from {entry.url} and save it as {dest}")
+        url_file(entry.url, dest, prefix or None)
+    return dest

@@ -131,7 +131,7 @@ def test_load_codec_refuses_bad_requests(reference: tuple[torch.nn.Module, Path]
 def test_load_codec_through_hub(
     reference: tuple[torch.nn.Module, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With no weights given, the codec weights come from the manifest URL into the cache, checked."""
+    """With no weights given, the codec weights come from the manifest URL into torch.hub's folder, checked."""
     weights = reference[1]
     prefix = hashlib.sha256(weights.read_bytes()).hexdigest()[:8]
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(weights.parent))
@@ -148,12 +148,14 @@ def test_load_codec_through_hub(
         )
         monkeypatch.setenv("MBD_MANIFEST", str(manifest))
         monkeypatch.setenv("MBD_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
         monkeypatch.delenv("MBD_OFFLINE", raising=False)
         from_hub = load_codec("encodec_24khz", 2)
     finally:
         server.shutdown()
         server.server_close()
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [f"encodec_24khz-{prefix}.th"]
+    folder = tmp_path / "torch" / "hub" / "checkpoints"  # torch.hub's, where `encodec` looks too
+    assert sorted(p.name for p in folder.iterdir()) == [f"encodec_24khz-{prefix}.th"]
     assert from_hub.n_q == 2
     codes = torch.randint(0, 1024, (1, 2, 5), generator=torch.Generator().manual_seed(3))
     state = torch.load(weights, weights_only=True)
