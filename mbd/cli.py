@@ -17,7 +17,7 @@ from .audio import AUDIO_SUFFIXES, read_audio, write_audio
 from .batch import MEL_SUFFIXES, TOKEN_SUFFIXES, Item, Report, expand_inputs, output_path
 from .codec import validate_codes
 from .errors import AudioError, CommandError, InputError, MBDError, MelError, TokenError
-from .hub import DownloadError
+from .hub import DownloadError, LicenceNotice
 from .options import RuntimeOptions, SamplingOptions, runtime_options
 from .tokens import read_tokens, write_tokens
 
@@ -357,6 +357,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _show_notice(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    print(f"mbd: note: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
@@ -365,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", LicenceNotice)
+            warnings.showwarning = _show_notice
+            return COMMANDS[args.command](args)
     except (MBDError, DownloadError, OSError) as err:  # the user can fix these; anything else is a bug
         print(f"mbd: error: {err}", file=sys.stderr)
         return 2

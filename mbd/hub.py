@@ -22,9 +22,11 @@ import os
 import re
 import sys
 import typing as tp
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from mbd.errors import InputError
 from mbd.fetch import DownloadError, Interrupted, OfflineError, damage, hf_file, lock, sha256, url_file
 
 if sys.version_info >= (3, 11):
@@ -152,7 +154,7 @@ def _manifest() -> tuple[dict[str, tp.Any], str]:
     try:
         return tomllib.loads(text), where
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"invalid manifest {where}: {err}") from err
+        raise InputError(f"invalid manifest {where}: {err}") from err
 
 
 def _bundled_path(file: str) -> Path:
@@ -174,14 +176,14 @@ def _entries(cls: type, section: str) -> dict[str, tp.Any]:
         try:
             entries[name] = cls(name=name, **table)
         except TypeError as err:
-            raise ValueError(f"bad [{section}.\"{name}\"] entry in {where}: {err}") from err
+            raise InputError(f"bad [{section}.\"{name}\"] entry in {where}: {err}") from err
     return entries
 
 
 def _entry(cls: type, section: str, name: str) -> tp.Any:
     entries = _entries(cls, section)
     if name not in entries:
-        raise ValueError(f"unknown {section} '{name}'; known: {', '.join(entries) or 'none'}")
+        raise InputError(f"unknown {section} '{name}'; known: {', '.join(entries) or 'none'}")
     return entries[name]
 
 
@@ -240,11 +242,15 @@ def _fetch_model(entry: ModelEntry) -> Path:
     raise DownloadError(f"{entry.url} arrived damaged twice ({problem}); nothing was kept")
 
 
+class LicenceNotice(UserWarning):
+    """The weights about to be used carry a non-commercial licence."""
+
+
 def _notice_licence(entry: ModelEntry) -> None:
     if entry.license.upper().startswith("CC-BY-NC") and entry.name not in _noticed:
         _noticed.add(entry.name)
-        print(f"mbd: the '{entry.name}' weights are licensed {entry.license} (non-commercial use only): "
-              f"{entry.license_url}", file=sys.stderr)
+        warnings.warn(LicenceNotice(f"the '{entry.name}' weights are licensed {entry.license} "
+                                    f"(non-commercial use only): {entry.license_url}"), stacklevel=2)
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
@@ -261,7 +267,7 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
         return path
     entries = _entries(ModelEntry, "model")
     if str(name_or_path) not in entries:
-        raise ValueError(f"'{name_or_path}' is neither an existing file nor a known model; "
+        raise InputError(f"'{name_or_path}' is neither an existing file nor a known model; "
                          f"known models: {', '.join(entries)}")
     entry = entries[str(name_or_path)]
     _notice_licence(entry)
@@ -292,7 +298,7 @@ def resolve_codec_weights(name: str) -> Path:
     """
     entry = codec_entry(name)
     if entry.url is None or entry.file is None:
-        raise ValueError(f"codec '{name}' is fetched by transformers from '{entry.hf_repo}', not by file")
+        raise InputError(f"codec '{name}' is fetched by transformers from '{entry.hf_repo}', not by file")
     prefix = (entry.sha256_prefix or "").lower()
     hand = cache_dir() / entry.file
     if hand.is_file():

@@ -267,7 +267,6 @@ def test_bad_options_are_user_errors(tmp_path: Path, capsys) -> None:
     assert err.startswith("mbd: error: --bandwidth: EnCodec 24 kHz has no 2.0 kbps mode") and err.count("\n") == 1
 
 
-@pytest.mark.xfail(raises=ValueError, reason="mbd.hub raises ValueError for an unknown model name", strict=True)
 def test_unknown_model_name_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("MBD_OFFLINE", "1")
     np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -456,3 +457,14 @@ def test_bad_manifest_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MBD_MANIFEST", str(tmp_path / "m.toml"))
     with pytest.raises(ValueError, match=r"bad \[model.\"x\"\] entry.*'repo'"):
         hub.list_models()
+
+
+def test_non_commercial_licence_is_a_warning_once_per_model(
+    env: dict[str, Path], server: http.server.ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub, "_noticed", set())
+    with pytest.warns(hub.LicenceNotice, match="'tiny' weights are licensed CC-BY-NC-4.0"):
+        hub.resolve_model("tiny")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hub.resolve_model("tiny")  # noticed once
