@@ -13,9 +13,8 @@ import torch
 
 from mbd import checkpoint
 from mbd.cli import _options, build_parser, main
-from tests.conftest import GOLDEN, requires_golden
+from tests.conftest import GOLDEN
 
-pytestmark = requires_golden
 SR = 24000
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from mbd import checkpoint, hub
 from mbd.codec import bandwidth_to_n_q
-from tests.conftest import GOLDEN, requires_golden
+from tests.conftest import GOLDEN
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -327,7 +327,6 @@ def test_offline_model_message_and_hand_placed_original(
     assert _listing(cache) == ["tiny.safetensors"]
 
 
-@requires_golden
 def test_golden_checkpoint_through_real_convert(
     server: http.server.ThreadingHTTPServer, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,7 @@ from mbd.mel import MelConfig, MelError, MelSpectrogram
 from mbd.schedule import PowerSchedule
 from mbd.spectral_mbd import SpectralMBD
 from mbd.unet import UNetConfig
-from tests.test_pipeline import tiny
+from tests.conftest import tiny
 
 SR = 24000
 UNET = UNetConfig(hidden=4, growth=1, depth=4, res_blocks=1, codec_dim=100, num_steps=1000)

@@ -6,32 +6,8 @@ import pytest
 import torch
 
 from mbd import MultiBandDiffusion, checkpoint
-from mbd.config import BandConfig, CodecConfig, MBDConfig
-from mbd.mel import MelConfig
-from mbd.processor import ProcessorConfig
-from mbd.schedule import PowerSchedule
-from mbd.unet import UNetConfig
-
-UNET = UNetConfig(hidden=4, growth=2, depth=3, res_blocks=1, codec_dim=8, num_steps=1000)
-CODEC = CodecConfig("encodec_24khz", 4)
-
-
-def tiny(
-    seed: int = 0,
-    unet: UNetConfig = UNET,
-    codec: CodecConfig | None = CODEC,
-    features: MelConfig | None = None,
-) -> MultiBandDiffusion:
-    """A random 2-band model (band 1 with a fitted EQ processor): a token model, or a mel model with `features`."""
-    torch.manual_seed(seed)
-    bands = (
-        BandConfig(unet, PowerSchedule(), None),
-        BandConfig(unet, PowerSchedule(), ProcessorConfig(n_bands=4, num_samples=8, power_std=0.5)),
-    )
-    model = MultiBandDiffusion(MBDConfig(24000, codec, bands, features=features))
-    model.bands[1].processor.update(torch.randn(8, 1, 4800), generator=torch.Generator().manual_seed(1))
-    return model.eval()
-
+from mbd.config import MBDConfig
+from tests.conftest import tiny
 
 STEPS = [999, 600, 200, 0]
 
