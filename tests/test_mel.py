@@ -65,8 +65,18 @@ def test_features_follow_the_vocos_convention() -> None:
 
 
 def test_one_frame_per_bottleneck_frame() -> None:
+    """The mel of L samples has as many frames as the mel model's U-Net bottleneck for L samples."""
     assert MelConfig().frames(256 * 60) == 60 and MelConfig().frames(256 * 60 + 1) == 61
-    assert UNetConfig(depth=4, stride=4).stride ** 4 == MelConfig().hop_length
+    model = tiny_mel_model()
+    unet = model.bands[0].unet
+    bottleneck: list[int] = []
+    unet.encoders[-1].register_forward_hook(lambda module, inputs, out: bottleneck.append(out.shape[-1]))
+    wav = _speechlike(256 * 60 / SR)
+    assert model.features(wav).shape[-1] == 61  # the centred STFT has one frame more
+    mel = model.features.frame_aligned(wav)
+    with torch.no_grad():
+        unet(torch.zeros(1, 1, 256 * 60), 500, model.features.condition(mel))
+    assert bottleneck == [mel.shape[-1]] == [60]
 
 
 # --- input checks ------------------------------------------------------------------------------------------
