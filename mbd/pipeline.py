@@ -347,8 +347,9 @@ class MultiBandDiffusion(nn.Module):
         channel on its own. As in AudioCraft there is no re-EQ here. The other arguments are those of `generate`.
         """
         wav = wav.to(self.device)
-        if sample_rate != self.sample_rate:
-            wav = julius.resample_frac(wav, sample_rate, self.sample_rate)
+        length = wav.shape[-1]
+        if sample_rate != self.sample_rate:  # full: keep every input sample for the way back
+            wav = julius.resample_frac(wav, sample_rate, self.sample_rate, full=True)
         if self.features is not None:
             B, C, L = wav.shape
             mel = self.features.frame_aligned(wav.reshape(B * C, 1, L))  # [B*C, n_mels, T]
@@ -358,7 +359,7 @@ class MultiBandDiffusion(nn.Module):
             latents = codec.latents(codec.encode(wav))
             out = self.generate(latents, length=wav.shape[-1], steps=steps, generator=generator, options=options)
         if sample_rate != self.sample_rate:
-            out = julius.resample_frac(out, self.sample_rate, sample_rate)
+            out = julius.resample_frac(out, self.sample_rate, sample_rate, output_length=length)
         return out
 
     @torch.no_grad()
