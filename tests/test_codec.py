@@ -162,6 +162,7 @@ def test_hf_codec_needs_transformers(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 @pytest.fixture(scope="module")
 def hf_model() -> torch.nn.Module:
     import transformers
+
     config = transformers.EncodecConfig(
         sampling_rate=32_000,
         upsampling_ratios=[8, 5, 4, 4],
