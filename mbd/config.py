@@ -80,7 +80,13 @@ class MBDConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MBDConfig:
-        """Parse a stored config; unknown or missing keys are errors."""
+        """Parse a stored config; unknown or missing keys are errors.
+
+        Every key of every table is required, nested tables included (a stored config lists them all, see
+        `to_dict`), so that a truncated config fails here instead of building a model from defaults. Two
+        keys may be absent and read as their defaults: `features` (None: a token model) and a band's
+        `objective` ("ddpm").
+        """
         top = _fields(cls, data, "config", optional={"features"})
         bands = []
         for i, band in enumerate(top["bands"]):
@@ -88,13 +94,11 @@ class MBDConfig:
             processor = entry["processor"]
             bands.append(
                 BandConfig(
-                    unet=UNetConfig(**_fields(UNetConfig, entry["unet"], f"bands[{i}].unet", partial=True)),
-                    schedule=PowerSchedule(
-                        **_fields(PowerSchedule, entry["schedule"], f"bands[{i}].schedule", partial=True)
-                    ),
+                    unet=UNetConfig(**_fields(UNetConfig, entry["unet"], f"bands[{i}].unet")),
+                    schedule=PowerSchedule(**_fields(PowerSchedule, entry["schedule"], f"bands[{i}].schedule")),
                     processor=None
                     if processor is None
-                    else ProcessorConfig(**_fields(ProcessorConfig, processor, f"bands[{i}].processor", partial=True)),
+                    else ProcessorConfig(**_fields(ProcessorConfig, processor, f"bands[{i}].processor")),
                     objective=entry.get("objective", "ddpm"),
                 )
             )
@@ -103,17 +107,14 @@ class MBDConfig:
         codec, features = top["codec"], top.get("features")
         return cls(
             sample_rate=int(top["sample_rate"]),
-            codec=None if codec is None else CodecConfig(**_fields(CodecConfig, codec, "config.codec", partial=True)),
+            codec=None if codec is None else CodecConfig(**_fields(CodecConfig, codec, "config.codec")),
             bands=tuple(bands),
-            features=None
-            if features is None
-            else MelConfig(**_fields(MelConfig, features, "config.features", partial=True)),
+            features=None if features is None else MelConfig(**_fields(MelConfig, features, "config.features")),
         )
 
 
-def _fields(
-    cls: type, data: Any, where: str, partial: bool = False, optional: frozenset[str] | set[str] = frozenset()
-) -> dict[str, Any]:
+def _fields(cls: type, data: Any, where: str, optional: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """The keys of table `data` for dataclass `cls`: every field is required except those in `optional`."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a table, got {type(data).__name__}")
     names = {f.name for f in fields(cls)}
@@ -121,6 +122,6 @@ def _fields(
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(names)})")
     missing = names - set(data) - set(optional)
-    if missing and not partial:
+    if missing:
         raise ValueError(f"{where}: missing keys {sorted(missing)}")
     return dict(data)

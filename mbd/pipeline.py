@@ -346,11 +346,12 @@ class MultiBandDiffusion(nn.Module):
         channel's log-mel (re-EQ'd against it, as `vocode`). The other arguments are those of `generate`.
         """
         wav = wav.to(self.device)
-        if sample_rate != self.sample_rate:
-            wav = julius.resample_frac(wav, sample_rate, self.sample_rate)
+        length = wav.shape[-1]
+        if sample_rate != self.sample_rate:  # full: keep every input sample for the way back
+            wav = julius.resample_frac(wav, sample_rate, self.sample_rate, full=True)
         out = self._run(self.conditioning.from_audio(wav), steps, generator, None, sampler, options)
         if sample_rate != self.sample_rate:
-            out = julius.resample_frac(out, self.sample_rate, sample_rate)
+            out = julius.resample_frac(out, self.sample_rate, sample_rate, output_length=length)
         return out
 
     @torch.no_grad()

@@ -329,13 +329,14 @@ class SpectralMBD(nn.Module):
         import julius
 
         wav = wav.to(self.device)
-        if sample_rate != self.sample_rate:
-            wav = julius.resample_frac(wav, sample_rate, self.sample_rate)
+        length = wav.shape[-1]
+        if sample_rate != self.sample_rate:  # full: keep every input sample for the way back
+            wav = julius.resample_frac(wav, sample_rate, self.sample_rate, full=True)
         B, C, L = wav.shape
         mel = self.features.frame_aligned(wav.reshape(B * C, 1, L))  # [B * C, n_mels, T]
         out = self.vocode(mel, steps=steps, generator=generator)[..., :L].reshape(B, C, L)
         if sample_rate != self.sample_rate:
-            out = julius.resample_frac(out, self.sample_rate, sample_rate)
+            out = julius.resample_frac(out, self.sample_rate, sample_rate, output_length=length)
         return out
 
 

@@ -11,9 +11,7 @@ import torch
 import mbd
 from mbd import checkpoint
 from mbd.tokens import TokenError
-from tests.conftest import GOLDEN, requires_golden
-
-pytestmark = requires_golden
+from tests.conftest import GOLDEN
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from mbd import MultiBandDiffusion, checkpoint
 from mbd.processor import BandProcessor, ProcessorConfig
 from mbd.unet import DiffusionUNet, UNetConfig
-from tests.conftest import GOLDEN, requires_golden
+from tests.conftest import GOLDEN
 
 
 class _RunsCommand:
@@ -50,7 +50,6 @@ def test_not_a_checkpoint(tmp_path) -> None:
         checkpoint.load(tmp_path / "missing.pt")
 
 
-@requires_golden
 def test_truncated_checkpoint(tmp_path) -> None:
     truncated = tmp_path / "cut.pt"
     truncated.write_bytes((GOLDEN / "mbd_comp_2_reduced.pt").read_bytes()[:5000])
@@ -58,7 +57,6 @@ def test_truncated_checkpoint(tmp_path) -> None:
         checkpoint.load(truncated)
 
 
-@requires_golden
 def test_audiocraft_read_without_omegaconf() -> None:
     header, bands = checkpoint.read_audiocraft(GOLDEN / "mbd_comp_4_reduced.pt")
     assert header == {"sample_rate": 24000, "n_bands": 4}
@@ -72,7 +70,6 @@ def test_audiocraft_read_without_omegaconf() -> None:
     assert "omegaconf" not in sys.modules
 
 
-@requires_golden
 def test_convert_round_trip_is_exact(tmp_path) -> None:
     src = GOLDEN / "mbd_comp_2_reduced.pt"
     dst = tmp_path / "model.safetensors"
@@ -90,7 +87,6 @@ def test_convert_round_trip_is_exact(tmp_path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
-@requires_golden
 def test_key_and_shape_errors(tmp_path) -> None:
     config, tensors = checkpoint.load(GOLDEN / "mbd_comp_2_reduced.pt")
     missing = dict(tensors)
@@ -109,7 +105,6 @@ def test_key_and_shape_errors(tmp_path) -> None:
         MultiBandDiffusion.from_state(bad_config, tensors)
 
 
-@requires_golden
 def test_model_is_built_from_stored_config() -> None:
     config, tensors = checkpoint.load(GOLDEN / "mbd_comp_2_reduced.pt")
     model = MultiBandDiffusion.from_state(config, tensors)
@@ -118,7 +113,6 @@ def test_model_is_built_from_stored_config() -> None:
     assert model.bands[3].processor.config.power_std == 0.75
 
 
-@requires_golden
 @pytest.mark.parametrize("res_blocks", [2, 1])
 def test_released_size_on_meta_device(res_blocks: int) -> None:
     released = json.loads((GOLDEN / "released_config_shapes.json").read_text())

@@ -8,8 +8,7 @@ import torch
 from mbd.chunking import chunk_spans, crossfade_window, decode_in_chunks
 from mbd.diffusion import PowerSchedule, ddim_sample, spaced_steps
 from mbd.options import RuntimeOptions
-from tests.conftest import oracle
-from tests.test_fused import HOP, latents, tiny_mbd
+from tests.conftest import HOP, ToyCodec, latents, oracle, tiny_mbd
 
 
 def test_chunk_spans_cover_with_overlap() -> None:
@@ -75,28 +74,12 @@ def test_pipeline_chunking_is_seeded_and_bounded() -> None:
     assert (one - whole).abs().max() > 1e-3  # chunks draw their own noise
 
 
-class ToyCodec(torch.nn.Module):
-    """Tokens are already latents; decode returns a fixed reference signal."""
-
-    hop_length = HOP
-
-    def __init__(self, reference: torch.Tensor) -> None:
-        super().__init__()
-        self.reference = reference
-
-    def latents(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens
-
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.reference
-
-
 def test_tokens_to_wav_chunked_re_eqs_globally() -> None:
     from mbd.bands import split_bands
 
     model = tiny_mbd()
     reference = torch.randn(1, 1, 30 * HOP, generator=torch.Generator().manual_seed(2))
-    model.codec = ToyCodec(reference)
+    model.codec = ToyCodec(reference, HOP)
     rate = model.sample_rate / HOP
     wav = model.tokens_to_wav(
         latents(frames=30, batch=1),

@@ -15,9 +15,8 @@ from mbd import checkpoint
 from mbd.cli import COMMANDS, _options, build_parser, main
 from mbd.errors import CheckpointError, InputError, TokenError
 from mbd.hub import DownloadError
-from tests.conftest import GOLDEN, requires_golden
+from tests.conftest import GOLDEN
 
-pytestmark = requires_golden
 SR = 24000
 
 

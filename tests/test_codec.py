@@ -171,7 +171,8 @@ def test_hf_codec_needs_transformers(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 @pytest.fixture(scope="module")
 def hf_model() -> torch.nn.Module:
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     config = transformers.EncodecConfig(
         sampling_rate=32_000,
         upsampling_ratios=[8, 5, 4, 4],

@@ -9,9 +9,7 @@ from mbd.conditioning import CodecLatents, MelFeatures, conditioning_for
 from mbd.config import CodecConfig
 from mbd.eq import re_eq
 from mbd.mel import MelConfig, MelSpectrogram
-from tests.conftest import FakeCodec
-from tests.test_mel import tiny_mel_model
-from tests.test_pipeline import tiny
+from tests.conftest import FakeCodec, tiny, tiny_mel_model
 
 SR = 24000
 

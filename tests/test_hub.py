@@ -29,7 +29,7 @@ from huggingface_hub import constants
 
 from mbd import checkpoint, hub
 from mbd.codec import bandwidth_to_n_q
-from tests.conftest import GOLDEN, requires_golden
+from tests.conftest import GOLDEN
 
 REPO = "facebook/multiband-diffusion"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -355,7 +355,6 @@ def test_unreachable_hub_gives_offline_message(env: dict[str, Path], monkeypatch
     assert _blobs(env) == []
 
 
-@requires_golden
 def test_golden_checkpoint_loads_from_the_hf_cache(
     env: dict[str, Path], server: http.server.ThreadingHTTPServer
 ) -> None:

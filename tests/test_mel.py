@@ -20,14 +20,10 @@ from mbd.diffusion import PowerSchedule
 from mbd.mel import MelConfig, MelError, MelSpectrogram
 from mbd.spectral_mbd import SpectralMBD
 from mbd.unet import UNetConfig
-from tests.test_pipeline import tiny
+from tests.conftest import MEL_UNET, tiny, tiny_mel_model
 
 SR = 24000
-UNET = UNetConfig(hidden=4, growth=1, depth=4, res_blocks=1, codec_dim=100, num_steps=1000)
-
-
-def tiny_mel_model(seed: int = 0) -> MultiBandDiffusion:
-    return tiny(seed, UNET, codec=None, features=MelConfig())
+UNET = MEL_UNET
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +61,18 @@ def test_features_follow_the_vocos_convention() -> None:
 
 
 def test_one_frame_per_bottleneck_frame() -> None:
+    """The mel of L samples has as many frames as the mel model's U-Net bottleneck for L samples."""
     assert MelConfig().frames(256 * 60) == 60 and MelConfig().frames(256 * 60 + 1) == 61
-    assert UNetConfig(depth=4, stride=4).stride ** 4 == MelConfig().hop_length
+    model = tiny_mel_model()
+    unet = model.bands[0].unet
+    bottleneck: list[int] = []
+    unet.encoders[-1].register_forward_hook(lambda module, inputs, out: bottleneck.append(out.shape[-1]))
+    wav = _speechlike(256 * 60 / SR)
+    assert model.features(wav).shape[-1] == 61  # the centred STFT has one frame more
+    mel = model.features.frame_aligned(wav)
+    with torch.no_grad():
+        unet(torch.zeros(1, 1, 256 * 60), 500, model.features.condition(mel))
+    assert bottleneck == [mel.shape[-1]] == [60]
 
 
 # --- input checks ------------------------------------------------------------------------------------------
@@ -156,8 +162,8 @@ def test_vocode_shapes_seeding_and_regenerate() -> None:
     wav = _speechlike(0.3)
     out = model.regenerate(wav, SR, steps=steps, generator=torch.Generator().manual_seed(0))
     assert out.shape == wav.shape and torch.isfinite(out).all()
-    out16 = model.regenerate(torch.randn(2, 1, 16000), 16000, steps=steps)
-    assert out16.shape == (2, 1, 16000)
+    out16 = model.regenerate(torch.randn(2, 1, 15999), 16000, steps=steps)  # not a whole 24 kHz length
+    assert out16.shape == (2, 1, 15999)
     with pytest.raises(RuntimeError, match="mel model"):
         model.tokens_to_wav(torch.zeros(1, 4, 10, dtype=torch.long))
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mbd.options import FAITHFUL, RuntimeOptions, SamplingOptions, runtime_options
-from tests.test_pipeline import tiny
+from tests.conftest import tiny
 
 
 def test_runtime_defaults_follow_the_device() -> None:

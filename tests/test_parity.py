@@ -9,9 +9,8 @@ from mbd import MultiBandDiffusion, checkpoint
 from mbd.bands import band_splitter, split_bands
 from mbd.diffusion import PowerSchedule, default_steps
 from mbd.options import RuntimeOptions
-from tests.conftest import FakeCodec, Golden, record, requires_golden
+from tests.conftest import Golden, GoldenCodec, encodec_with_codebooks, record
 
-pytestmark = requires_golden
 ATOL = 1e-4
 
 
@@ -20,14 +19,29 @@ def golden(request) -> Golden:
     return Golden(request.param)
 
 
-@pytest.fixture(scope="module", params=["pt", "safetensors"])
-def model(request, golden: Golden, tmp_path_factory) -> MultiBandDiffusion:
-    path = golden.checkpoint
-    if request.param == "safetensors":
-        path = tmp_path_factory.mktemp("converted") / f"{golden.tag}.safetensors"
-        checkpoint.convert(golden.checkpoint, path)
-    codec = FakeCodec(golden["in.codebooks"], golden["in.ref_wav"])
-    return MultiBandDiffusion.from_pretrained(path, codec=codec)
+@pytest.fixture(scope="module")
+def codec(golden: Golden, encodec_weights, tmp_path_factory) -> GoldenCodec:
+    """EnCodec with the bundle's codebooks; its decode returns the bundle's reference signal."""
+    weights = encodec_with_codebooks(
+        encodec_weights, golden["in.codebooks"], tmp_path_factory.mktemp("codec") / f"{golden.tag}.th"
+    )
+    return GoldenCodec(weights, golden.meta["n_q"], golden["in.ref_wav"])
+
+
+@pytest.fixture(scope="module")
+def model(golden: Golden, codec: GoldenCodec) -> MultiBandDiffusion:
+    """The model loaded from AudioCraft's file (the converted file builds the identical model, tested below)."""
+    return MultiBandDiffusion.from_pretrained(golden.checkpoint, codec=codec)
+
+
+def test_converted_file_builds_the_same_model(golden: Golden, model: MultiBandDiffusion, tmp_path) -> None:
+    path = tmp_path / f"{golden.tag}.safetensors"
+    checkpoint.convert(golden.checkpoint, path)
+    converted = MultiBandDiffusion.from_pretrained(path, load_codec=False)
+    assert converted.config == model.config
+    want = model.band_state()
+    got = converted.band_state()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_schedule(golden: Golden) -> None:
@@ -61,8 +75,8 @@ def test_band_split(golden: Golden, n_bands: int) -> None:
     torch.testing.assert_close(bands.sum(0), x, atol=1e-5, rtol=0)
 
 
-def test_condition(golden: Golden) -> None:
-    codec = FakeCodec(golden["in.codebooks"], golden["in.ref_wav"])
+def test_condition(golden: Golden, codec: GoldenCodec) -> None:
+    """EnCodec's quantizer, through `EncodecCodec.latents`, gives the latent AudioCraft conditioned on."""
     record("in.condition", codec.latents(golden["in.codes"]), golden["in.condition"], 1e-6)
 
 

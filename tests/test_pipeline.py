@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
+import julius
 import pytest
 import torch
 
 from mbd import MultiBandDiffusion, checkpoint
-from mbd.config import BandConfig, CodecConfig, MBDConfig
-from mbd.diffusion import PowerSchedule
-from mbd.mel import MelConfig
-from mbd.processor import ProcessorConfig
-from mbd.unet import UNetConfig
-
-UNET = UNetConfig(hidden=4, growth=2, depth=3, res_blocks=1, codec_dim=8, num_steps=1000)
-CODEC = CodecConfig("encodec_24khz", 4)
-
-
-def tiny(
-    seed: int = 0,
-    unet: UNetConfig = UNET,
-    codec: CodecConfig | None = CODEC,
-    features: MelConfig | None = None,
-) -> MultiBandDiffusion:
-    """A random 2-band model (band 1 with a fitted EQ processor): a token model, or a mel model with `features`."""
-    torch.manual_seed(seed)
-    bands = (
-        BandConfig(unet, PowerSchedule(), None),
-        BandConfig(unet, PowerSchedule(), ProcessorConfig(n_bands=4, num_samples=8, power_std=0.5)),
-    )
-    model = MultiBandDiffusion(MBDConfig(24000, codec, bands, features=features))
-    model.bands[1].processor.update(torch.randn(8, 1, 4800), generator=torch.Generator().manual_seed(1))
-    return model.eval()
-
+from mbd.codec import EncodecCodec
+from mbd.config import MBDConfig
+from tests.conftest import TINY_UNET, ToyCodec, tiny
 
 STEPS = [999, 600, 200, 0]
 
@@ -126,7 +107,7 @@ def test_from_pretrained_loads_a_local_codec_weights_file(tmp_path, encodec_weig
     import dataclasses
 
     path = tmp_path / "tiny.safetensors"
-    tiny(unet=dataclasses.replace(UNET, codec_dim=128)).save(path)  # EnCodec 24 kHz latents are 128-d
+    tiny(unet=dataclasses.replace(TINY_UNET, codec_dim=128)).save(path)  # EnCodec 24 kHz latents are 128-d
     model = MultiBandDiffusion.from_pretrained(path, codec_weights=encodec_weights)
     assert (model.codec.sample_rate, model.codec.hop_length, model.codec.n_q) == (24000, 320, 4)
     assert model.hop_length == 320  # the hop comes from the attached codec
@@ -134,3 +115,54 @@ def test_from_pretrained_loads_a_local_codec_weights_file(tmp_path, encodec_weig
     out = model.tokens_to_wav(codes, steps=STEPS, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 1, 3 * 320) and torch.isfinite(out).all()
     assert MultiBandDiffusion.from_pretrained(path, load_codec=False).codec is None
+
+
+def test_per_clip_eq_makes_each_clip_independent_of_the_batch() -> None:
+    """per_clip_eq: clip 0's output does not change when clip 1 does, and equals clip 0 decoded alone (a batch
+    of one, where both re-EQ modes agree). The default joint re-EQ (AudioCraft's) shares its gains across the
+    batch, so there clip 0 changes with clip 1."""
+    model = tiny()
+    g = torch.Generator().manual_seed(3)
+    lat = torch.randn(2, 8, 6, generator=g)
+    ref = torch.randn(2, 1, 6 * 320, generator=g)
+    other_lat, other_ref = lat.clone(), ref.clone()
+    other_lat[1] = 3 * torch.randn(8, 6, generator=g)
+    other_ref[1] = 20 * torch.cumsum(torch.randn(6 * 320, generator=g), 0)[None] / (6 * 320) ** 0.5  # loud, dark
+    noise = torch.randn(2, len(STEPS) - 1, 2, 1, 6 * 320, generator=g)  # [n_bands, K, B, C, L]
+
+    def decode(tokens: torch.Tensor, reference: torch.Tensor, per_clip: bool, noise: torch.Tensor) -> torch.Tensor:
+        model.codec = ToyCodec(reference, 320)
+        return model.tokens_to_wav(tokens, n_bands=8, steps=STEPS, noise=noise, per_clip_eq=per_clip)
+
+    per_clip, per_clip_other = decode(lat, ref, True, noise), decode(other_lat, other_ref, True, noise)
+    alone = decode(lat[:1], ref[:1], False, noise[:, :, :1])
+    torch.testing.assert_close(per_clip[0], per_clip_other[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(per_clip[:1], alone, atol=1e-5, rtol=1e-5)
+    assert (per_clip[1] - per_clip_other[1]).abs().max() > 0.1
+    joint, joint_other = decode(lat, ref, False, noise), decode(other_lat, other_ref, False, noise)
+    assert (joint[0] - joint_other[0]).abs().max() > 0.05 * joint[0].abs().max()
+    assert (joint[0] - alone[0]).abs().max() > 0.05 * alone.abs().max()
+
+
+@pytest.mark.parametrize("length", [4000, 4001])
+def test_regenerate_resamples_to_the_model_rate_and_back(encodec_weights, length: int) -> None:
+    """16 kHz audio into a 24 kHz token model: the codec sees it at 24 kHz, the output comes back at 16 kHz
+    with the input's length (also when the 24 kHz length is not whole), and equals the decode at 24 kHz
+    resampled with julius."""
+    model = tiny(unet=dataclasses.replace(TINY_UNET, codec_dim=128))
+    model.codec = EncodecCodec(encodec_weights, 4)
+    seen: list[tuple[int, ...]] = []
+    encode = model.codec.encode
+    model.codec.encode = lambda wav: (seen.append(tuple(wav.shape)), encode(wav))[1]
+    t = torch.arange(length) / 16000
+    wav = (0.3 * torch.sin(2 * torch.pi * 440 * t))[None, None]
+    out = model.regenerate(wav, 16000, steps=STEPS, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 1, length) and torch.isfinite(out).all()
+    at_24k = math.ceil(length * 1.5)
+    assert seen == [(1, 1, at_24k)]
+    wav_24k = julius.resample_frac(wav, 16000, 24000, full=True)
+    decoded = model.generate(
+        model.codec.latents(encode(wav_24k)), length=at_24k, steps=STEPS, generator=torch.Generator().manual_seed(0)
+    )
+    want = julius.resample_frac(decoded, 24000, 16000)[..., :length]
+    torch.testing.assert_close(out, want, atol=1e-6, rtol=0)

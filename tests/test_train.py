@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from mbd import MultiBandDiffusion, checkpoint
@@ -18,74 +17,7 @@ from mbd.train import cli as train_cli
 from mbd.train.config import TrainConfig
 from mbd.train.data import CropSampler, DataError, read_clip, scan, split_files
 from mbd.unet import DiffusionUNet
-from tests.conftest import random_encodec_24khz
-
-REPO = Path(__file__).resolve().parents[1]
-SR = 24_000
-
-TINY_RECIPE = """
-name = "test"
-seed = 3
-n_bands = 4
-[data]
-paths = ["audio"]
-segment_duration = 0.1
-valid_clips = 1
-valid_duration = 0.1
-[codec]
-n_q = 2
-weights = "encodec.th"
-[unet]
-hidden = 4
-growth = 2
-depth = 2
-res_blocks = 1
-[processor]
-num_samples = 8
-[optim]
-lr = 1e-2
-batch_size = 4
-steps = 20
-[log]
-log_every = 1
-valid_every = 0
-checkpoint_every = 5
-valid_stride = 250
-tensorboard = false
-progress = false
-[[band]]
-index = 0
-[[band]]
-index = 2
-processor = true
-power_std = 0.4
-"""
-
-
-def write_audio(folder: Path, n: int = 5, seconds: float = 0.6) -> None:
-    """`n` 24 kHz mono clips (tones plus noise), a 48 kHz stereo FLAC and an unreadable file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * SR)) / SR
-    for i in range(n):
-        wav = 0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t) + 0.05 * rng.standard_normal(len(t))
-        sf.write(folder / f"clip{i}.wav", wav.astype(np.float32), SR)
-    t48 = np.arange(int(seconds * 48_000)) / 48_000
-    tone = 0.2 * np.sin(2 * np.pi * 440 * t48)
-    sf.write(folder / "stereo48k.flac", np.stack([tone, tone], axis=1).astype(np.float32), 48_000)
-    (folder / "broken.wav").write_bytes(b"RIFF not really audio")
-
-
-def make_run(tmp_path: Path, extra: str = "", n_files: int = 5) -> Path:
-    """A run folder with synthetic audio, a random EnCodec weights file and the tiny recipe."""
-    write_audio(tmp_path / "audio", n_files)
-    weights = tmp_path / "encodec.th"
-    if not weights.exists():
-        torch.save(random_encodec_24khz(seed=0).state_dict(), weights)
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text(TINY_RECIPE + extra)
-    return recipe
-
+from tests.conftest import REPO, SR, TINY_RECIPE, make_run, write_audio
 
 # --- recipes ----------------------------------------------------------------------------------------------
 
