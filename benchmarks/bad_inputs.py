@@ -151,6 +151,8 @@ class Run:
         silent_ok: an all-zero output is correct (a silent input).
         check: extra check on (run, rc, stderr) returning problems.
         max_lines: lines the error message may take.
+        any_audio: the run may write audio files of any name in the output folder (collisions: with exit 0 both
+            must be there, with exit 2 the message must name both inputs).
     """
 
     argv: list[str]
@@ -162,6 +164,7 @@ class Run:
     silent_ok: bool = False
     check: Callable[[Run, int, str], list[str]] | None = None
     max_lines: int = 1
+    any_audio: bool = False
 
 
 @dataclass
@@ -361,7 +364,7 @@ def no_escape(run: Run, rc: int, err: str) -> list[str]:
 
 def _tok(ws: Ws, array: np.ndarray, name: str = "x.npy", **kw) -> Run:  # noqa: ANN003
     path = save_npy(ws.inp / name, array)
-    return Run(ws.decode(path), names=[path.name], **kw)
+    return Run(ws.decode(path), names=[path.name], outputs=[ws.out / f"{path.stem}.wav"], **kw)
 
 
 def _mel(ws: Ws, array: np.ndarray, name: str = "m.npy") -> Run:
@@ -538,7 +541,7 @@ def collide_npy_npz(overwrite: bool) -> Callable[[Ws], Run]:
         b = ws.inp / "x.npz"
         np.savez(b, codes=tokens(seed=2))
         extra = ("--overwrite",) if overwrite else ()
-        return Run(ws.decode(a, b, extra=extra), names=[], outputs=[], check=collision([a, b]))
+        return Run(ws.decode(a, b, extra=extra), names=[], outputs=[], check=collision([a, b]), any_audio=True)
 
     return setup
 
@@ -548,7 +551,7 @@ def collide_same_name(overwrite: bool) -> Callable[[Ws], Run]:
         a = save_npy(ws.inp / "a" / "y.npy", tokens(seed=1))
         b = save_npy(ws.inp / "b" / "y.npy", tokens(seed=2))
         extra = ("--overwrite",) if overwrite else ()
-        return Run(ws.decode(a, b, extra=extra), check=collision([a, b]))
+        return Run(ws.decode(a, b, extra=extra), check=collision([a, b]), any_audio=True)
 
     return setup
 
@@ -558,7 +561,7 @@ def collide_wav_flac(overwrite: bool) -> Callable[[Ws], Run]:
         a = write_wav(ws.inp / "a.wav", tone())
         b = write_wav(ws.inp / "a.flac", tone() * 0.5)
         extra = ("--overwrite",) if overwrite else ()
-        return Run(ws.regenerate(a, b, extra=extra), check=collision([a, b]))
+        return Run(ws.regenerate(a, b, extra=extra), check=collision([a, b]), any_audio=True)
 
     return setup
 
@@ -689,6 +692,7 @@ def _checkpoint_run(ws: Ws, ckpt: Path, command: str, timeout: float = 60) -> Ru
     if command == "info":
         return Run(["info", str(ckpt)], names=[ckpt.name], timeout=timeout)
     if command == "convert":
+        ws.out.mkdir(exist_ok=True)
         return Run(["convert", str(ckpt), str(ws.out / "c.safetensors")], names=[ckpt.name], timeout=timeout)
     if command == "vocode":
         mel = save_npy(ws.inp / "m.npy", log_mel())
@@ -727,7 +731,6 @@ def ckpt_truncated(ws: Ws) -> Run:
 
 
 def info_fifo(ws: Ws) -> Run:
-    ws.inp.mkdir(parents=True)
     fifo = ws.inp / "x.npy"
     os.mkfifo(fifo)
     return Run(["info", str(fifo)], names=[fifo.name], timeout=20)
@@ -801,7 +804,9 @@ CASES: list[Case] = [
     Case("tokens_float", lambda ws: _tok(ws, tokens().astype(np.float32) + 0.5), "error", "float codes"),
     Case("tokens_1d", lambda ws: _tok(ws, tokens()[0]), "error", "[T]"),
     Case("tokens_2d_transposed", lambda ws: _tok(ws, tokens(25).T.copy()), "error", "[T, K]"),
-    Case("tokens_4d", lambda ws: _tok(ws, tokens()[None, None]), "error", "[1, 1, K, T]"),
+    Case("tokens_4d", lambda ws: _tok(ws, tokens()[None, None]), "either", "[1, 1, K, T]"),
+    Case("tokens_4d_batched", lambda ws: _tok(ws, np.stack([tokens()] * 4).reshape(2, 2, N_Q, -1)), "error",
+         "[2, 2, K, T]"),
     Case("tokens_too_few_codebooks", lambda ws: _tok(ws, tokens(25, 2)), "error", "2 codebooks, model has 4"),
     Case("tokens_0_frames", lambda ws: _tok(ws, tokens(0)), "error", "[4, 0]"),
     Case("tokens_1_frame", lambda ws: _tok(ws, tokens(1)), "error", "[4, 1]"),
@@ -978,7 +983,11 @@ def run_case(case: Case, root: Path, assets: Assets, slack: float = 0.0) -> Resu
     """Set up and run one case; `slack` seconds (the command's start-up time) are added to its timeout."""
     ws = Ws(root / "cases" / case.name, assets)
     ws.inp.mkdir(parents=True)
-    run = case.setup(ws)
+    try:
+        run = case.setup(ws)
+    except Exception as err:  # noqa: BLE001 - a broken case is a failed row, not a crashed harness
+        return Result(case.name, case.expect, None, False, [], [], None, 0.0, "-",
+                      [f"harness setup failed: {type(err).__name__}: {err}"], 0.0, "")
     expect = case.expect
     if expect == "gpu":
         import torch
@@ -1009,6 +1018,8 @@ def run_case(case: Case, root: Path, assets: Assets, slack: float = 0.0) -> Resu
     new = sorted(p for p in after if p not in before or after[p] != before[p])
     run._new = [str(p) for p in new]  # type: ignore[attr-defined]
     allowed = set(run.outputs if rc == 0 else run.outputs_on_error)
+    if rc in (0, 2) and run.any_audio:
+        allowed |= {p for p in new if p.is_relative_to(ws.out) and p.suffix in AUDIO}
     stale = [str(p.relative_to(root)) + (" (temp)" if TEMP_NAME.search(p.name) else "")
              for p in new if p not in allowed and p not in inputs]
     bad_output = [problem for p in new if p.is_file() for problem in output_problems(p, run.silent_ok)]
