@@ -21,7 +21,7 @@ from . import checkpoint, flow
 from .chunking import decode_in_chunks
 from .config import BandConfig, MBDConfig
 from .eq import re_eq
-from .fused import FusedUNet, sample_fused, unstack_bands
+from .fused import Network, fuse, sample_fused, unstack_bands
 from .gemm_conv import use_gemm
 from .mel import MelSpectrogram
 from .noise import all_draws, band_draws
@@ -265,21 +265,22 @@ class MultiBandDiffusion(nn.Module):
         for b, x_b in enumerate(unstack_bands(x, len(self.bands))):
             on_step(b, i, x_b)
 
-    def fused_network(self, dtype: DType = "float32", compile: bool = False) -> tuple[nn.Module, FusedUNet]:
+    def fused_network(self, dtype: DType = "float32", compile: bool = False) -> tuple[Network, DiffusionUNet]:
         """The bands' U-Nets fused into one network (built once per device, dtype and weights version).
 
         Returns:
-            `(network, fused)`: the network to call (compiled or not) and the `FusedUNet` it wraps.
+            `(network, fused)`: the function to call (`fused.denoise`, compiled or not) and the band-stacked
+            `DiffusionUNet` it belongs to.
         """
         params = list(self.bands.parameters())
         key = (self.device, dtype, compile, tuple((id(p), p._version) for p in params))
         cache = self.__dict__.setdefault("_fused_cache", {})
         if key not in cache:
             cache.clear()  # keep at most one extra copy of the weights
-            fused_net = FusedUNet([band.unet for band in self.bands]).to(DTYPES[dtype]).eval()
+            fused_net = fuse([band.unet for band in self.bands]).to(DTYPES[dtype]).eval()
             if self.device.type == "cpu" and not compile:  # pays on CPU only (benchmarks/README.md)
                 use_gemm(fused_net)
-            network = torch.compile(fused_net, dynamic=False) if compile else fused_net
+            network = torch.compile(fused_net.denoise, dynamic=False) if compile else fused_net.denoise
             cache[key] = (network, fused_net)
         return cache[key]
 
