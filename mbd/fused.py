@@ -18,7 +18,11 @@ import torch
 from .options import InferenceOptions
 from .sampler import StepCallback, sample
 from .schedule import PowerSchedule
-from .unet import DiffusionUNet
+from .unet import DiffusionUNet, UNetConfig
+
+CPU_MIN_WIDTH = 1024
+"""Bottleneck width (channels per band) from which the fused network beats the band-by-band loop on CPU
+(benchmarks/unet_speed.py); below it the grouped convolutions are no faster than the bands one by one."""
 
 Network = Callable[[torch.Tensor, Sequence[torch.Tensor | None], torch.Tensor | None], torch.Tensor]
 
@@ -42,6 +46,12 @@ def fuse(unets: Sequence[DiffusionUNet]) -> DiffusionUNet:
     }
     fused.load_state_dict(stacked, assign=True)
     return fused
+
+
+def fused_pays(config: UNetConfig, device: torch.device) -> bool:
+    """Whether `generate(fused=True)` runs the fused network for bands of `config` on `device`: always off
+    the CPU, on CPU from a bottleneck of `CPU_MIN_WIDTH` channels."""
+    return device.type != "cpu" or config.level_channels()[-1] >= CPU_MIN_WIDTH
 
 
 def stack_bands(x: torch.Tensor) -> torch.Tensor:

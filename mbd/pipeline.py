@@ -17,7 +17,7 @@ import julius
 import torch
 from torch import nn
 
-from . import checkpoint, flow
+from . import checkpoint, flow, fused
 from .chunking import decode_in_chunks
 from .config import BandConfig, MBDConfig
 from .eq import re_eq
@@ -232,7 +232,8 @@ class MultiBandDiffusion(nn.Module):
         n_bands = len(self.bands)
         schedules = [band.schedule for band in self.bands]
         flows = any(band.config.objective == "flow" for band in self.bands)
-        if options.fused and not flows and len({band.config.unet for band in self.bands}) == 1:
+        configs = {band.config.unet for band in self.bands}
+        if options.fused and not flows and len(configs) == 1 and fused.fused_pays(configs.pop(), self.device):
             draws = all_draws(shape, n_draws, n_bands, generator, noise, out)
             network, fused_net = self.fused_network(options.dtype, options.compile)
             callback = None if on_step is None else lambda i, x: self._unstacked_step(on_step, i, x)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import mbd.fused
+import mbd.pipeline
 from mbd.config import BandConfig, CodecConfig, MBDConfig
 from mbd.fused import fuse, stack_bands, unstack_bands
 from mbd.gemm_conv import use_gemm
@@ -15,6 +17,12 @@ from mbd.schedule import PowerSchedule
 from mbd.unet import DiffusionUNet, UNetConfig
 
 FUSED = InferenceOptions(fused=True)
+
+
+@pytest.fixture(autouse=True)
+def fuse_any_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tiny models are below the width from which fusing pays on CPU: fuse them anyway."""
+    monkeypatch.setattr(mbd.fused, "CPU_MIN_WIDTH", 0)
 
 UNET = UNetConfig(hidden=8, depth=3, res_blocks=2, norm_groups=2, kernel=4, stride=2, growth=2.0, codec_dim=16)
 HOP = 32
@@ -45,13 +53,14 @@ def latents(frames: int = 10, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 16, frames, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("gemm", ["none", "packed", "mm"])
+@pytest.mark.parametrize("gemm", ["none", "packed", "mm", "shifted", "winograd4"])
 def test_forward_matches_per_band(gemm: str) -> None:
     model = tiny_mbd()
     unets = [band.unet for band in model.bands]
     fused = fuse(unets).eval()
-    if gemm != "none":  # every convolution as GEMMs, with oneDNN-packed or plain weights
-        assert use_gemm(fused, min_weights=0, pack=gemm == "packed") > 0
+    if gemm != "none":  # every convolution as GEMMs, with oneDNN-packed or plain weights, Winograd or not
+        tile = {"shifted": None, "winograd4": 4}.get(gemm, 2)
+        assert use_gemm(fused, min_weights=0, pack=gemm != "mm", tile=tile) > 0
     x = torch.randn(3, 2, 1, 333)  # [n_bands, B, C, L], L not a multiple of the stride
     c, steps = latents(), torch.tensor([3, 999])  # one step per batch item
     with torch.no_grad():
@@ -160,3 +169,18 @@ def test_unet_single_forward_shapes_guard() -> None:
         fused.condition_embedding(torch.randn(1, 16, 100), 64)
     with pytest.raises(ValueError, match=r"x must be \[B, 2, L\]"):
         fused(torch.randn(1, 1, 64), 3, torch.randn(1, 16, 4))
+
+
+def test_fused_pays_only_from_the_cpu_min_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(mbd.fused, "CPU_MIN_WIDTH", 1024)
+    assert mbd.fused.fused_pays(UNetConfig(hidden=16), cpu)  # bottleneck 16 * 4^3 = 1024
+    assert not mbd.fused.fused_pays(UNetConfig(hidden=8), cpu)  # 512
+    assert mbd.fused.fused_pays(UNetConfig(hidden=8), cuda)
+    model = tiny_mbd()
+    calls = []
+    monkeypatch.setattr(mbd.pipeline, "sample_fused", lambda *args: calls.append(args))
+    kwargs = dict(length=8 * HOP, steps=[999, 0], noise=torch.randn(3, 1, 2, 1, 8 * HOP))
+    declined = model.generate(latents(8), options=FUSED, **kwargs)  # tiny: the per-band path, exactly
+    assert not calls
+    torch.testing.assert_close(declined, model.generate(latents(8), **kwargs), rtol=0, atol=0)
