@@ -3,6 +3,7 @@
     python benchmarks/unet_speed.py                                   # widths 48 and 16, 5 rounds
     python benchmarks/unet_speed.py --widths 16 --rounds 3 --steps 4  # a quick look
     python benchmarks/unet_speed.py --audiocraft path/to/audiocraft   # where AudioCraft's sources are
+    python benchmarks/unet_speed.py --widths 48 --tile none           # the fused path without Winograd
 
 Every column decodes the same latent with the same noise through `MultiBandDiffusion.generate` (DDPM,
 `--steps` steps x 4 bands, `--seconds` of 24 kHz audio, batch 1); only the network differs:
@@ -37,6 +38,7 @@ import torch
 from torch import nn
 
 from mbd import fused as fused_module
+from mbd import gemm_conv
 from mbd.config import BandConfig, CodecConfig, MBDConfig
 from mbd.options import InferenceOptions
 from mbd.pipeline import MultiBandDiffusion
@@ -174,7 +176,8 @@ def measure(hidden: int, args: argparse.Namespace, reference: type | None) -> di
             t0 = time.perf_counter()
             outputs[name] = column(name, steps)
             times[name].append(time.perf_counter() - t0)
-        print(f"  hidden {hidden} round {r + 1}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()))
+        laps = ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items())
+        print(f"  hidden {hidden} round {r + 1}: {laps}", flush=True)
     ref = outputs["per-band"]
     for name in names:
         dev = (outputs[name] - ref).abs().max().item()
@@ -189,15 +192,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDPM model evaluations per band")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed runs per column")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--tile", default="default", help="Winograd tile of the fused CPU path: 2, 4 or none")
     parser.add_argument("--audiocraft", help="folder holding audiocraft/models/unet.py (default: .ac/)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.tile != "default":
+        gemm_conv.WINOGRAD_TILE = None if args.tile == "none" else int(args.tile)
     path = find_audiocraft(args.audiocraft)
     reference = None if path is None else load_audiocraft_unet(path)
     if reference is None:
         print("AudioCraft's sources not found (see --audiocraft): the audiocraft column is skipped")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.seconds} s at {SAMPLE_RATE} Hz, "
-          f"{args.steps} steps x 4 bands, median of {args.rounds} interleaved rounds")  # fmt: skip
+          f"{args.steps} steps x 4 bands, median of {args.rounds} interleaved rounds, "
+          f"Winograd tile {gemm_conv.WINOGRAD_TILE}")  # fmt: skip
     rows = []
     for hidden in [int(w) for w in args.widths.split(",")]:
         times = measure(hidden, args, reference)

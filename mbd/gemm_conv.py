@@ -242,7 +242,8 @@ class WinogradConv1d(nn.Module):
         b, _, length = x.shape
         d, m, alpha = self.dilation, self.tile, self.alpha
         out_len = length + 2 * self.padding - 2 * d
-        tiles = -(-(-(-out_len // d)) // m)  # per phase
+        per_phase = -(-out_len // d)  # outputs per phase (ceil)
+        tiles = -(-per_phase // m)
         rows = tiles * m + 2  # input samples per phase
         right = rows * d - length - self.padding
         xt = F.pad(x, (self.padding, right)).view(b, self.groups, self.c_in, rows, d)  # sample r * d + p
@@ -260,7 +261,7 @@ class WinogradConv1d(nn.Module):
 
 
 def use_gemm(
-    module: nn.Module, min_weights: int = GEMM_MIN_WEIGHTS, pack: bool = True, tile: int | None = WINOGRAD_TILE
+    module: nn.Module, min_weights: int = GEMM_MIN_WEIGHTS, pack: bool = True, tile: int | None | str = "default"
 ) -> int:
     """Replace, in place, every supported convolution with at least `min_weights` weights per group.
 
@@ -269,11 +270,12 @@ def use_gemm(
         min_weights: per-group weight count from which a layer is replaced.
         pack: pack the weights for oneDNN when available.
         tile: compute 3-tap, stride-1 convolutions by Winograd F(tile, 3) (`WinogradConv1d`); None: as
-            shifted GEMMs (`GemmConv1d`) like the others.
+            shifted GEMMs (`GemmConv1d`) like the others; "default": `WINOGRAD_TILE` (read at each call).
 
     Returns:
         how many layers were replaced.
     """
+    tile = WINOGRAD_TILE if tile == "default" else tile
     replaced = 0
     for name, child in module.named_children():
         if supports(child) and child.weight.numel() // child.groups >= min_weights:

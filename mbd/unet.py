@@ -158,9 +158,7 @@ class DiffusionUNet(nn.Module):
         ins = [config.channels, *widths[:-1]]
         self.encoders = nn.ModuleList(EncoderLayer(i, o, config, bands) for i, o in zip(ins, widths))
         # Stored deepest first, as in AudioCraft.
-        self.decoders = nn.ModuleList(
-            DecoderLayer(o, i, config, bands) for i, o in reversed(list(zip(ins, widths)))
-        )
+        self.decoders = nn.ModuleList(DecoderLayer(o, i, config, bands) for i, o in reversed(list(zip(ins, widths))))
         self.embedding = nn.Embedding(config.num_steps, bands * widths[0])
         self.embeddings = (
             nn.ModuleList(nn.Embedding(config.num_steps, bands * w) for w in widths[1:])

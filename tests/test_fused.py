@@ -24,6 +24,7 @@ def fuse_any_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tiny models are below the width from which fusing pays on CPU: fuse them anyway."""
     monkeypatch.setattr(mbd.fused, "CPU_MIN_WIDTH", 0)
 
+
 UNET = UNetConfig(hidden=8, depth=3, res_blocks=2, norm_groups=2, kernel=4, stride=2, growth=2.0, codec_dim=16)
 HOP = 32
 
