@@ -14,7 +14,7 @@ Every column decodes the same latent with the same noise through `MultiBandDiffu
 * `per-band`: `generate()` with its defaults (the faithful path).
 * `fused`: `generate(options=InferenceOptions(fused=True))`, the bands as one grouped network, on CPU
   only where `mbd.fused.fused_pays` says so (elsewhere it is the per-band path).
-* `fused-forced`: the fused network whatever `fused_pays` says, to show what the decision is based on.
+* `fused-forced` (only where `fused_pays` declines): the fused network all the same, to show the decision.
 
 The columns run interleaved, round after round (one untimed warm-up call each first), and the table gives
 each column's median over the rounds, so that load from other processes spreads over all columns alike.
@@ -168,7 +168,9 @@ def measure(hidden: int, args: argparse.Namespace, reference: type | None) -> di
                 return run(steps, True)
         return run(steps, name == "fused")
 
-    names = ([] if ac_unets is None else ["audiocraft"]) + ["per-band", "fused", "fused-forced"]
+    names = ([] if ac_unets is None else ["audiocraft"]) + ["per-band", "fused"]
+    if not fused_module.fused_pays(model.bands[0].config.unet, torch.device("cpu")):
+        names.append("fused-forced")  # `fused` is the per-band path here: what would fusing have given?
     outputs = {name: column(name, [steps[0], 0]) for name in names}  # warm-up: pages in, builds the fused net
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
@@ -210,12 +212,12 @@ def main() -> None:
         times = measure(hidden, args, reference)
         med = {name: statistics.median(t) for name, t in times.items()}
         rows.append((hidden, med, {name: (min(t), max(t)) for name, t in times.items()}))
-    names = list(rows[0][1])
+    names = list(dict.fromkeys(n for _, med, _ in rows for n in med))
     print("\n| hidden | " + " | ".join(f"{n} s" for n in names) + " | per-band / fused | audiocraft / fused |")
     print("|---:|" + "---:|" * (len(names) + 2))
     for hidden, med, _ in rows:
         ac = f"{med['audiocraft'] / med['fused']:.2f}x" if "audiocraft" in med else "-"
-        cells = " | ".join(f"{med[n]:.2f}" for n in names)
+        cells = " | ".join(f"{med[n]:.2f}" if n in med else "-" for n in names)
         print(f"| {hidden} | {cells} | {med['per-band'] / med['fused']:.2f}x | {ac} |")
     print("\nrange over rounds (min-max s): " + "; ".join(
         f"hidden {h}: " + ", ".join(f"{n} {lo:.2f}-{hi:.2f}" for n, (lo, hi) in spread.items())
