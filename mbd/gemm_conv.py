@@ -10,8 +10,9 @@ so no im2col copy is needed. With X the input as rows (time-major, `[L, C_in]`):
     stride s, K = m * s:    y[t] = sum_j X_s[t + j] @ W_j             X_s: rows of s samples   [L / s, s * C_in]
 
 A transposed convolution with K = m * s is the mirror image: `Y_j = X @ W_j` (`[T, s * C_out]`), overlap-added
-at block offset j, then cropped by the padding. Grouped layers (the band-stacked layers of `FusedUNet`,
-group b = band b) are one GEMM set per group.
+at block offset j, then cropped by the padding. Grouped layers (those of the band-stacked
+`DiffusionUNet(config, bands=n)`, group b = band b) are one GEMM set per group. `WinogradConv1d` computes the
+3-tap convolutions with fewer multiplications (Winograd's minimal filtering).
 
 Weights are packed once for oneDNN's matmul (`torch.ops.mkldnn._linear_pointwise`, the kernel that
 PyTorch's inductor uses on CPU) where that is available, and kept for `torch.mm` otherwise. The result
