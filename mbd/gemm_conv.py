@@ -10,8 +10,9 @@ so no im2col copy is needed. With X the input as rows (time-major, `[L, C_in]`):
     stride s, K = m * s:    y[t] = sum_j X_s[t + j] @ W_j             X_s: rows of s samples   [L / s, s * C_in]
 
 A transposed convolution with K = m * s is the mirror image: `Y_j = X @ W_j` (`[T, s * C_out]`), overlap-added
-at block offset j, then cropped by the padding. Grouped layers (the band-stacked layers of `FusedUNet`,
-group b = band b) are one GEMM set per group.
+at block offset j, then cropped by the padding. Grouped layers (those of the band-stacked
+`DiffusionUNet(config, bands=n)`, group b = band b) are one GEMM set per group. `WinogradConv1d` computes the
+3-tap convolutions with fewer multiplications (Winograd's minimal filtering).
 
 Weights are packed once for oneDNN's matmul (`torch.ops.mkldnn._linear_pointwise`, the kernel that
 PyTorch's inductor uses on CPU) where that is available, and kept for `torch.mm` otherwise. The result
@@ -28,6 +29,10 @@ GEMM_MIN_WEIGHTS = 2**23
 """Per-group weight count from which a layer is computed as GEMMs: on the released size that is the
 3072-channel level (its residual convolutions, the 768 -> 3072 encoder and 3072 -> 768 decoder
 convolutions) and nothing above it, which is where it pays (benchmarks/README.md)."""
+
+
+WINOGRAD_TILE: int | None = 2
+"""Outputs per Winograd tile for the replaced 3-tap convolutions (benchmarks/README.md); None: shifted GEMMs."""
 
 
 class _Linear:
@@ -163,18 +168,125 @@ class GemmConvTranspose1d(nn.Module):
         return y if self.bias is None else y + self.bias.to(y.dtype)[:, None]
 
 
-def use_gemm(module: nn.Module, min_weights: int = GEMM_MIN_WEIGHTS, pack: bool = True) -> int:
+# Winograd's minimal filtering F(m, 3) for a 3-tap correlation (Lavin and Gray, "Fast Algorithms for
+# Convolutional Neural Networks", 2016): tile outputs Y = A^T [(G g) * (B^T d)] from alpha = m + 2 inputs d,
+# alpha multiplications instead of 3 m. Matrices (A^T, G, B^T); F(2, 3) uses points 0, 1, -1 and infinity,
+# F(4, 3) adds 2 and -2.
+WINOGRAD: dict[int, tuple[list[list[float]], list[list[float]], list[list[float]]]] = {
+    2: (
+        [[1, 1, 1, 0], [0, 1, -1, -1]],
+        [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+        [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+    ),
+    4: (
+        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+        [
+            [1 / 4, 0, 0],
+            [-1 / 6, -1 / 6, -1 / 6],
+            [-1 / 6, 1 / 6, -1 / 6],
+            [1 / 24, 1 / 12, 1 / 6],
+            [1 / 24, -1 / 12, 1 / 6],
+            [0, 0, 1],
+        ],
+        [
+            [4, 0, -5, 0, 1, 0],
+            [0, -4, -4, 1, 1, 0],
+            [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0],
+            [0, 2, -1, -2, 1, 0],
+            [0, 4, 0, -5, 0, 1],
+        ],
+    ),
+}
+
+
+def supports_winograd(module: nn.Module) -> bool:
+    """Whether `module` is a 3-tap, stride-1, zero-padded `Conv1d` that `WinogradConv1d` can replace."""
+    return (
+        isinstance(module, nn.Conv1d)
+        and module.kernel_size[0] == 3
+        and module.stride[0] == 1
+        and module.padding_mode == "zeros"
+        and isinstance(module.padding, tuple)
+    )
+
+
+class WinogradConv1d(nn.Module):
+    """A (grouped) 3-tap, stride-1 `Conv1d` by Winograd F(m, 3), its alpha products as GEMMs.
+
+    `[B, G * C_in, L] -> [B, G * C_out, L_out]`. A dilation d splits the time axis into d phases, each a
+    dilation-1 correlation; the tiles of every phase and batch item are the rows of one GEMM per product:
+    `V_i [rows, C_in] @ U_i [C_in, C_out]`, with `U_i = sum_k G[i, k] w[:, :, k]` computed once (float64).
+
+    Args:
+        conv: the convolution to replace.
+        tile: outputs per tile m (2 or 4): F(4, 3) does half the multiplications of the direct convolution,
+            F(2, 3) two thirds, with smaller transform constants (less rounding).
+        pack: pack the weights for oneDNN when available (False: `torch.mm`).
+    """
+
+    def __init__(self, conv: nn.Conv1d, tile: int = 4, pack: bool = True) -> None:
+        super().__init__()
+        if not supports_winograd(conv):
+            raise ValueError(f"cannot compute {conv} by Winograd F(m, 3)")
+        a_t, g, b_t = (torch.tensor(m, dtype=torch.float64) for m in WINOGRAD[tile])
+        self.tile, self.alpha = tile, tile + 2
+        self.groups, self.padding, self.dilation = conv.groups, conv.padding[0], conv.dilation[0]
+        self.c_in, self.c_out = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+        w = conv.weight.detach().view(self.groups, self.c_out, self.c_in, 3)
+        u = torch.einsum("ik,gock->gioc", g, w.double()).to(w.dtype)  # [G, alpha, C_out, C_in]
+        self.linears = [[_Linear(u[gr, i], pack) for i in range(self.alpha)] for gr in range(self.groups)]
+        self.a_t, self.b_t = a_t.to(w.dtype), b_t.to(w.dtype)
+        self.bias = None if conv.bias is None else conv.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, length = x.shape
+        d, m, alpha = self.dilation, self.tile, self.alpha
+        out_len = length + 2 * self.padding - 2 * d
+        per_phase = -(-out_len // d)  # outputs per phase (ceil)
+        tiles = -(-per_phase // m)
+        rows = tiles * m + 2  # input samples per phase
+        right = rows * d - length - self.padding
+        xt = F.pad(x, (self.padding, right)).view(b, self.groups, self.c_in, rows, d)  # sample r * d + p
+        xt = xt.permute(3, 1, 0, 4, 2)  # [rows, G, B, d, C_in]
+        taps = torch.stack([xt[j : j + m * tiles : m] for j in range(alpha)])  # [alpha, T, G, B, d, C_in]
+        taps = taps.permute(0, 2, 3, 4, 1, 5).reshape(alpha, -1)  # tap j of tile (g, b, p, t), channel c
+        v = (self.b_t.to(x.dtype) @ taps).view(alpha, self.groups, -1, self.c_in)  # [alpha, G, B * d * T, C_in]
+        prods = torch.stack(
+            [torch.stack([linear(v[i, gr]) for i, linear in enumerate(ls)]) for gr, ls in enumerate(self.linears)]
+        )  # [G, alpha, B * d * T, C_out]
+        y = torch.matmul(self.a_t.to(x.dtype), prods.view(self.groups, alpha, -1))  # [G, m, B * d * T * C_out]
+        y = y.view(self.groups, m, b, d, tiles, self.c_out).permute(2, 0, 5, 4, 1, 3)  # [B, G, C_out, T, m, d]
+        y = y.reshape(b, self.groups * self.c_out, tiles * m * d)[..., :out_len]
+        return y if self.bias is None else y + self.bias.to(y.dtype)[:, None]
+
+
+def use_gemm(
+    module: nn.Module, min_weights: int = GEMM_MIN_WEIGHTS, pack: bool = True, tile: int | None | str = "default"
+) -> int:
     """Replace, in place, every supported convolution with at least `min_weights` weights per group.
+
+    Args:
+        module: the network to rewrite.
+        min_weights: per-group weight count from which a layer is replaced.
+        pack: pack the weights for oneDNN when available.
+        tile: compute 3-tap, stride-1 convolutions by Winograd F(tile, 3) (`WinogradConv1d`); None: as
+            shifted GEMMs (`GemmConv1d`) like the others; "default": `WINOGRAD_TILE` (read at each call).
 
     Returns:
         how many layers were replaced.
     """
+    tile = WINOGRAD_TILE if tile == "default" else tile
     replaced = 0
     for name, child in module.named_children():
         if supports(child) and child.weight.numel() // child.groups >= min_weights:
-            gemm = GemmConvTranspose1d if isinstance(child, nn.ConvTranspose1d) else GemmConv1d
-            module._modules[name] = gemm(child, pack)
+            if isinstance(child, nn.ConvTranspose1d):
+                module._modules[name] = GemmConvTranspose1d(child, pack)
+            elif tile is not None and supports_winograd(child):
+                module._modules[name] = WinogradConv1d(child, tile, pack)
+            else:
+                module._modules[name] = GemmConv1d(child, pack)
             replaced += 1
         else:
-            replaced += use_gemm(child, min_weights, pack)
+            replaced += use_gemm(child, min_weights, pack, tile)
     return replaced

@@ -17,13 +17,13 @@ import julius
 import torch
 from torch import nn
 
-from . import checkpoint, diffusion, flow
+from . import checkpoint, diffusion, flow, fused
 from .chunking import decode_in_chunks
 from .conditioning import Conditioning, Request, conditioning_for
 from .config import BandConfig, MBDConfig
 from .diffusion import Sampler, all_draws, band_draws, sample
 from .eq import re_eq
-from .fused import FusedUNet, sample_fused, unstack_bands
+from .fused import Network, fuse, sample_fused, unstack_bands
 from .gemm_conv import use_gemm
 from .mel import MelSpectrogram
 from .options import DTYPES, FAITHFUL, DType, RuntimeOptions
@@ -64,7 +64,7 @@ class MultiBandDiffusion(nn.Module):
         self.config = config
         self.bands = nn.ModuleList(Band(band, config.sample_rate) for band in config.bands)
         self.conditioning: Conditioning = conditioning_for(config, codec)
-        self._fused_cache: dict[tuple, tuple[nn.Module, FusedUNet]] = {}
+        self._fused_cache: dict[tuple, tuple[Network, DiffusionUNet]] = {}
 
     @property
     def codec(self) -> nn.Module | None:
@@ -232,7 +232,8 @@ class MultiBandDiffusion(nn.Module):
         n_bands = len(self.bands)
         schedules = [band.schedule for band in self.bands]
         flows = any(band.config.objective == "flow" for band in self.bands)
-        if options.fused and not flows and len({band.config.unet for band in self.bands}) == 1:
+        configs = {band.config.unet for band in self.bands}
+        if options.fused and not flows and len(configs) == 1 and fused.fused_pays(configs.pop(), self.device):
             draws = all_draws(shape, n_draws, n_bands, generator, noise, out)
             network, fused_net = self.fused_network(options.dtype, options.compile)
             callback = None if on_step is None else lambda i, x: self._unstacked_step(on_step, i, x)
@@ -265,21 +266,22 @@ class MultiBandDiffusion(nn.Module):
         for b, x_b in enumerate(unstack_bands(x, len(self.bands))):
             on_step(b, i, x_b)
 
-    def fused_network(self, dtype: DType = "float32", compile: bool = False) -> tuple[nn.Module, FusedUNet]:
+    def fused_network(self, dtype: DType = "float32", compile: bool = False) -> tuple[Network, DiffusionUNet]:
         """The bands' U-Nets fused into one network (built once per device, dtype and weights version).
 
         Returns:
-            `(network, fused)`: the network to call (compiled or not) and the `FusedUNet` it wraps.
+            `(network, fused)`: the function to call (`fused.denoise`, compiled or not) and the band-stacked
+            `DiffusionUNet` it belongs to.
         """
         params = list(self.bands.parameters())
         key = (self.device, dtype, compile, tuple((id(p), p._version) for p in params))
         cache = self._fused_cache
         if key not in cache:
             cache.clear()  # keep at most one extra copy of the weights
-            fused_net = FusedUNet([band.unet for band in self.bands]).to(DTYPES[dtype]).eval()
+            fused_net = fuse([band.unet for band in self.bands]).to(DTYPES[dtype]).eval()
             if self.device.type == "cpu" and not compile:  # pays on CPU only (benchmarks/README.md)
                 use_gemm(fused_net)
-            network = torch.compile(fused_net, dynamic=False) if compile else fused_net
+            network = torch.compile(fused_net.denoise, dynamic=False) if compile else fused_net.denoise
             cache[key] = (network, fused_net)
         return cache[key]
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import mbd.fused
+import mbd.pipeline
 from mbd.config import BandConfig, CodecConfig, MBDConfig
 from mbd.diffusion import PowerSchedule
-from mbd.fused import FusedUNet, stack_bands, unstack_bands
+from mbd.fused import fuse, stack_bands, unstack_bands
 from mbd.gemm_conv import use_gemm
 from mbd.options import RuntimeOptions
 from mbd.pipeline import MultiBandDiffusion
@@ -15,6 +17,13 @@ from mbd.processor import ProcessorConfig
 from mbd.unet import DiffusionUNet, UNetConfig
 
 FUSED = RuntimeOptions(fused=True)
+
+
+@pytest.fixture(autouse=True)
+def fuse_any_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tiny models are below the width from which fusing pays on CPU: fuse them anyway."""
+    monkeypatch.setattr(mbd.fused, "CPU_MIN_WIDTH", 0)
+
 
 UNET = UNetConfig(hidden=8, depth=3, res_blocks=2, norm_groups=2, kernel=4, stride=2, growth=2.0, codec_dim=16)
 HOP = 32
@@ -45,18 +54,20 @@ def latents(frames: int = 10, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 16, frames, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("gemm", ["none", "packed", "mm"])
+@pytest.mark.parametrize("gemm", ["none", "packed", "mm", "shifted", "winograd4"])
 def test_forward_matches_per_band(gemm: str) -> None:
     model = tiny_mbd()
     unets = [band.unet for band in model.bands]
-    fused = FusedUNet(unets).eval()
-    if gemm != "none":  # every convolution as GEMMs, with oneDNN-packed or plain weights
-        assert use_gemm(fused, min_weights=0, pack=gemm == "packed") > 0
+    fused = fuse(unets).eval()
+    if gemm != "none":  # every convolution as GEMMs, with oneDNN-packed or plain weights, Winograd or not
+        tile = {"shifted": None, "winograd4": 4}.get(gemm, 2)
+        assert use_gemm(fused, min_weights=0, pack=gemm != "mm", tile=tile) > 0
     x = torch.randn(3, 2, 1, 333)  # [n_bands, B, C, L], L not a multiple of the stride
-    c, steps = latents(), torch.tensor([3, 500, 999])
+    c, steps = latents(), torch.tensor([3, 999])  # one step per batch item
     with torch.no_grad():
-        want = torch.stack([u(x[b], int(steps[b]), c) for b, u in enumerate(unets)])
-        got = fused(stack_bands(x), fused.step_embeddings(steps), fused.condition_embedding(c, 333))
+        want = torch.stack([u(x[b], steps, c) for b, u in enumerate(unets)])
+        got = fused.denoise(stack_bands(x), fused.step_embeddings(steps), fused.condition_embedding(c, 333))
+        assert torch.equal(got, fused(stack_bands(x), steps, c))
     assert want.abs().max() > 0.1
     torch.testing.assert_close(unstack_bands(got, 3), want, atol=1e-5, rtol=0)
 
@@ -119,7 +130,7 @@ def test_fused_falls_back_when_configs_differ() -> None:
     other = UNetConfig(hidden=4, depth=3, res_blocks=1, norm_groups=2, kernel=4, stride=2, growth=2.0, codec_dim=16)
     model = tiny_mbd(unets=[UNET, other, UNET])
     with pytest.raises(ValueError):
-        FusedUNet([band.unet for band in model.bands])
+        fuse([band.unet for band in model.bands])
     kwargs = dict(length=8 * HOP, steps=[999, 0], generator=None, noise=torch.randn(3, 1, 2, 1, 8 * HOP))
     fused = model.generate(latents(8), options=FUSED, **kwargs)
     torch.testing.assert_close(fused, model.generate(latents(8), **kwargs))
@@ -155,6 +166,23 @@ def test_compile_requires_fused() -> None:
 
 def test_unet_single_forward_shapes_guard() -> None:
     unets = [DiffusionUNet(UNET) for _ in range(2)]
-    fused = FusedUNet(unets)
+    fused = fuse(unets)
     with pytest.raises(ValueError, match="bottleneck"):
         fused.condition_embedding(torch.randn(1, 16, 100), 64)
+    with pytest.raises(ValueError, match=r"x must be \[B, 2, L\]"):
+        fused(torch.randn(1, 1, 64), 3, torch.randn(1, 16, 4))
+
+
+def test_fused_pays_only_from_the_cpu_min_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(mbd.fused, "CPU_MIN_WIDTH", 1024)
+    assert mbd.fused.fused_pays(UNetConfig(hidden=16), cpu)  # bottleneck 16 * 4^3 = 1024
+    assert not mbd.fused.fused_pays(UNetConfig(hidden=8), cpu)  # 512
+    assert mbd.fused.fused_pays(UNetConfig(hidden=8), cuda)
+    model = tiny_mbd()
+    calls = []
+    monkeypatch.setattr(mbd.pipeline, "sample_fused", lambda *args: calls.append(args))
+    kwargs = dict(length=8 * HOP, steps=[999, 0], noise=torch.randn(3, 1, 2, 1, 8 * HOP))
+    declined = model.generate(latents(8), options=FUSED, **kwargs)  # tiny: the per-band path, exactly
+    assert not calls
+    torch.testing.assert_close(declined, model.generate(latents(8), **kwargs), rtol=0, atol=0)

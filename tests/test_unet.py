@@ -50,3 +50,32 @@ def test_channel_plan() -> None:
     assert UNetConfig().level_channels() == [48, 192, 768, 3072]
     assert UNetConfig(hidden=8, growth=2.0).level_channels() == [8, 16, 32, 64]
     assert UNetConfig(hidden=48, growth=4, max_channels=1000).level_channels() == [48, 192, 768, 1000]
+
+
+def test_bottleneck_length_by_hand() -> None:
+    released = UNetConfig()  # kernel 8, stride 4, padding 2: ceil(L / 4) per level
+    assert released.bottleneck_length(24000) == 94  # 6000, 1500, 375, 94
+    assert released.bottleneck_length(1) == 1
+    assert released.max_condition_frames(24000) == 188
+    odd = UNetConfig(hidden=4, depth=2, kernel=5, stride=2)  # padding 1: pad to even, (L + 2 - 5) // 2 + 1
+    assert odd.bottleneck_length(10) == 1  # 10 -> 4 -> 1
+    assert odd.bottleneck_length(11) == 2  # pads to 12 -> 5, pads to 6 -> 2
+
+
+@pytest.mark.parametrize("config", [TINY, UNetConfig(hidden=4, depth=2, kernel=5, stride=2, codec_dim=None)])
+def test_bottleneck_length_matches_the_encoders(config: UNetConfig) -> None:
+    unet = DiffusionUNet(config).eval()
+    for length in range(12, 70):
+        z = torch.zeros(2, 1, length)  # 2 items: GroupNorm refuses a single value per group
+        for encoder in unet.encoders:
+            z = encoder(z)
+        assert z.shape[-1] == config.bottleneck_length(length), length
+
+
+def test_band_stacked_layers_are_grouped() -> None:
+    unet = DiffusionUNet(TINY, bands=3)  # widths 4, 8, 16
+    assert unet.encoders[0].conv.weight.shape == (12, 1, 8) and unet.encoders[0].conv.groups == 3
+    assert unet.decoders[0].convtr.weight.shape == (48, 8, 8) and unet.decoders[0].convtr.groups == 3
+    assert unet.encoders[1].res_blocks[0].norm1.num_groups == 12
+    assert unet.embeddings[1].weight.shape == (50, 48) and unet.conv_codec.weight.shape == (48, 16, 1)
+    assert unet(torch.randn(2, 3, 100), 4, torch.randn(2, 16, 2)).shape == (2, 3, 100)

@@ -96,10 +96,7 @@ def check_lengths(config: TrainConfig, hop: int) -> None:
         ("valid_duration", config.data.valid_duration),
     ]:
         length = round(seconds * config.data.sample_rate)
-        bottleneck = length
-        for _ in range(u.depth):
-            bottleneck = -(-bottleneck // u.stride)
-        if -(-length // hop) > 2 * bottleneck:
+        if -(-length // hop) > u.max_condition_frames(length):
             raise RecipeError(f"data.{what} = {seconds} s is too short for this U-Net's bottleneck; use longer clips")
 
 
