@@ -77,6 +77,7 @@ def overfit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return tmp, train(load_spectral_recipe(recipe(tmp)), tmp / "run")
 
 
+@pytest.mark.slow  # 300 training steps: about a minute on 2 cores
 def test_overfit_one_clip_far_better_than_noise(overfit: tuple[Path, Path]) -> None:
     """300 steps on 1.5 s of speech: the model's own output (no re-EQ) reproduces the clip's mel far better
     than white noise of the clip's level, and clearly better than the untrained model (its prior: noise
@@ -96,6 +97,7 @@ def test_overfit_one_clip_far_better_than_noise(overfit: tuple[Path, Path]) -> N
     assert logged == pytest.approx(trained, abs=0.02)  # valid.csv scores the same thing
 
 
+@pytest.mark.slow  # 300 training steps: about a minute on 2 cores
 def test_logs_show_learning(overfit: tuple[Path, Path]) -> None:
     _, path = overfit
     run = path.parent

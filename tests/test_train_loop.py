@@ -117,6 +117,7 @@ def test_checkpoint_loads_and_generates(run) -> None:
     assert [r["step"] for r in valid] == ["20"] and all(r[k] for r in valid for k in ("mel", "stft", "si_sdr"))
 
 
+@pytest.mark.slow  # two processes each importing torch and training
 def test_two_process_gloo_matches_single_process(run) -> None:
     tmp, config, straight = run
     out = tmp / "ddp"
