@@ -88,7 +88,7 @@ def sample_fused(
         draws: standard Gaussian draws `[n_bands, K, B, C, L]` in AudioCraft's order: `[b, 0]` is band b's
             initial noise, `[b, i]` the noise added after its iteration i - 1 (DDPM needs K = len(steps) - 1,
             the deterministic samplers K = 1).
-        sampler: "ddpm", "ddim" or "dpm++2m" (`mbd.sampler`).
+        sampler: "ddpm", "ddim" or "dpm++2m" (`mbd.diffusion`).
         options: the network's dtype (the sampler state stays float32).
         on_step: called as `on_step(i, x)` with the band-stacked state `[B, n_bands * C, L]`.
 
