@@ -42,6 +42,34 @@ def _ecdc_frames(audio_length: int) -> int:
     return int(math.ceil(audio_length / EncodecCodec.sample_rate * _FRAME_RATE))
 
 
+class _EntropyModel:
+    """EnCodec's language model as the entropy model of an `.ecdc` stream: the CDFs of each frame's K codes,
+    predicted from the previous frame (encodec/compress.py's order; the LM sees 1 + the previous codes).
+
+    Args:
+        lm: EnCodec's LM (`load_encodec_lm`).
+        n_q: codebooks per frame.
+        range_bits: the arithmetic coder's `total_range_bits`.
+    """
+
+    def __init__(self, lm: nn.Module, n_q: int, range_bits: int) -> None:
+        self.lm, self.range_bits = lm, range_bits
+        self.device = next(lm.parameters()).device
+        self.states, self.offset = None, 0
+        self.prev = torch.zeros(1, n_q, 1, dtype=torch.long, device=self.device)  # [1, K, 1]
+
+    def next_cdfs(self) -> list[torch.Tensor]:
+        """The quantised CDF of each of the next frame's K codes."""
+        from encodec.quantization.ac import build_stable_quantized_cdf
+
+        probas, self.states, self.offset = self.lm(self.prev, self.states, self.offset)  # [1, card, K, 1]
+        return [build_stable_quantized_cdf(p.cpu(), self.range_bits, check=False) for p in probas[0, :, :, 0].T]
+
+    def advance(self, frame: torch.Tensor) -> None:
+        """Move past a frame of codes `[1, K, 1]`."""
+        self.prev = 1 + frame.to(self.device)
+
+
 def read_ecdc(fo: tp.BinaryIO, lm: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, tp.Any]]:
     """Codes `[1, K, T]` int64 and the JSON header of an EnCodec 24 kHz `.ecdc` stream.
 
@@ -53,7 +81,7 @@ def read_ecdc(fo: tp.BinaryIO, lm: nn.Module | None = None) -> tuple[torch.Tenso
         InputError: the stream is not a supported, complete `.ecdc` stream.
     """
     from encodec import binary
-    from encodec.quantization.ac import ArithmeticDecoder, build_stable_quantized_cdf
+    from encodec.quantization.ac import ArithmeticDecoder
 
     try:
         header = binary.read_ecdc_header(fo)
@@ -70,30 +98,21 @@ def read_ecdc(fo: tp.BinaryIO, lm: nn.Module | None = None) -> tuple[torch.Tenso
     n_frames = _ecdc_frames(audio_length)
     codes = torch.zeros(1, n_q, n_frames, dtype=torch.long)
     if use_lm:
-        lm = load_encodec_lm() if lm is None else lm
-        device = next(lm.parameters()).device
         decoder = ArithmeticDecoder(fo)
-        states, offset = None, 0
-        prev = torch.zeros(1, n_q, 1, dtype=torch.long, device=device)  # the LM sees 1 + previous codes
+        model = _EntropyModel(load_encodec_lm() if lm is None else lm, n_q, decoder.total_range_bits)
     else:
         unpacker = binary.BitUnpacker(int(math.log2(EncodecCodec.cardinality)), fo)
     try:
         with torch.no_grad():
             for t in range(n_frames):
-                if use_lm:
-                    probas, states, offset = lm(prev, states, offset)  # [1, card, K, 1]
-                for k in range(n_q):
-                    if use_lm:
-                        cdf = build_stable_quantized_cdf(probas[0, :, k, 0].cpu(), decoder.total_range_bits,
-                                                         check=False)
-                        code = decoder.pull(cdf)
-                    else:
-                        code = unpacker.pull()
+                cdfs = model.next_cdfs() if use_lm else [None] * n_q
+                for k, cdf in enumerate(cdfs):
+                    code = decoder.pull(cdf) if use_lm else unpacker.pull()
                     if code is None:
                         raise InputError(f"truncated .ecdc stream: it ends at frame {t} of {n_frames}")
                     codes[0, k, t] = code
                 if use_lm:
-                    prev = 1 + codes[:, :, t : t + 1].to(device)
+                    model.advance(codes[:, :, t : t + 1])
     except (RuntimeError, AssertionError, IndexError) as err:  # the arithmetic decoder on corrupted bits
         raise InputError(f"corrupted .ecdc stream ({err or type(err).__name__})") from err
     return codes, header
@@ -112,7 +131,7 @@ def write_ecdc(
         lm: EnCodec's language model for entropy coding (smaller files); None writes plain 10-bit codes.
     """
     from encodec import binary
-    from encodec.quantization.ac import ArithmeticCoder, build_stable_quantized_cdf
+    from encodec.quantization.ac import ArithmeticCoder
 
     codes = validate_codes(codes, n_q=None, cardinality=EncodecCodec.cardinality, name="codes", min_frames=1)
     _, n_q, n_frames = codes.shape
@@ -127,22 +146,18 @@ def write_ecdc(
     codes = codes.cpu()
     binary.write_ecdc_header(fo, {"m": _ECDC_MODEL, "al": audio_length, "nc": n_q, "lm": lm is not None})
     if lm is not None:
-        device = next(lm.parameters()).device
         coder = ArithmeticCoder(fo)
-        states, offset = None, 0
-        prev = torch.zeros(1, n_q, 1, dtype=torch.long, device=device)  # the LM sees 1 + previous codes
+        model = _EntropyModel(lm, n_q, coder.total_range_bits)
     else:
         packer = binary.BitPacker(int(math.log2(EncodecCodec.cardinality)), fo)
     with torch.no_grad():
         for t in range(n_frames):
             if lm is not None:
-                probas, states, offset = lm(prev, states, offset)  # [1, card, K, 1]
-                prev = 1 + codes[:, :, t : t + 1].to(device)
-            for k, value in enumerate(codes[0, :, t].tolist()):
-                if lm is not None:
-                    cdf = build_stable_quantized_cdf(probas[0, :, k, 0].cpu(), coder.total_range_bits, check=False)
+                for value, cdf in zip(codes[0, :, t].tolist(), model.next_cdfs()):
                     coder.push(value, cdf)
-                else:
+                model.advance(codes[:, :, t : t + 1])
+            else:
+                for value in codes[0, :, t].tolist():
                     packer.push(value)
     if lm is not None:
         coder.flush()

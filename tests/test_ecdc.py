@@ -64,3 +64,27 @@ def test_bad_requests() -> None:
     buffer.seek(0)
     with pytest.raises(InputError, match="truncated .ecdc stream"):
         read_ecdc(buffer)
+
+
+def test_entropy_coded_stream_matches_encodecs_own_compressor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a (random) LM, our writer's bytes equal `encodec.compress`'s and our reader recovers its codes."""
+    from encodec import compress  # the function: encodec re-exports it over its module name
+    from encodec.model import LMModel
+
+    from tests.conftest import random_encodec_24khz
+
+    model = random_encodec_24khz(seed=0)
+    model.set_target_bandwidth(3.0)  # 4 codebooks
+    model.name = "encodec_24khz"  # what encodec.compress checks; pretrained=False leaves it unset
+    torch.manual_seed(5)
+    lm = LMModel(model.quantizer.n_q, model.quantizer.bins, num_layers=1, dim=32, past_context=8).eval()
+    monkeypatch.setattr(model, "get_lm_model", lambda: lm)
+    wav = torch.randn(1, 2400, generator=torch.Generator().manual_seed(1)) * 0.1
+    theirs = compress(model, wav, use_lm=True)
+    codes, header = read_ecdc(io.BytesIO(theirs), lm=lm)
+    with torch.no_grad():
+        want = model.encode(wav[None])[0][0]
+    assert header["lm"] is True and torch.equal(codes, want)
+    ours = io.BytesIO()
+    write_ecdc(ours, codes, audio_length=2400, lm=lm)
+    assert ours.getvalue() == theirs
