@@ -258,7 +258,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
         raise CommandError(f"--codec-weights: {args.model} is a mel model, it uses no codec")
     single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
     suffix = _audio_suffix(args, single)
-    steps, generator = sampling.step_list(mbd), sampling.generator(mbd.device)  # one generator for all the files
+    steps = sampling.step_list(mbd)
     for item in items:
         out = output_path(args.output, item, single, suffix)
         try:
@@ -268,6 +268,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
                 report.note(item.path, note)
             if wav.shape[-1] < mbd.hop_length * 2:
                 raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least 2 frames")
+            generator = sampling.generators(mbd.device, wav[None])  # the file's own stream, from seed and audio
             result = mbd.regenerate(
                 wav[None], mbd.sample_rate, steps=steps, generator=generator, sampler=sampling.sampler, options=runtime
             )
