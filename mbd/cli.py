@@ -33,7 +33,10 @@ def _model_options(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL
 
 def _decode_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="sampler steps (default 20 for ddpm, 10 otherwise)")
-    parser.add_argument("--seed", type=int, help="seed for reproducible output")
+    parser.add_argument(
+        "--seed", type=int, help="seed for reproducible output; each file's noise comes from the seed and its content, "
+        "so its output does not depend on the other files or --batch-size"
+    )
     parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpm++2m"], default="ddpm")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument(

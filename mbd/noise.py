@@ -9,6 +9,8 @@ on its position in the batch and on the batch's size.
 With one generator per clip instead, each clip's generator draws that clip's slices in the same order, so a
 clip gets the same draws whatever it is batched with. `clip_generators` derives those generators from a seed
 and each clip's content (`clip_seed`), which is what `mbd.decode`, `mbd.vocode` and the `mbd` command use.
+Equal draws are not quite enough for equal outputs: on a CPU the network then sees each clip alone too
+(`clip_by_clip`), which makes a clip's output bit-identical whatever its batch.
 """
 
 from __future__ import annotations

@@ -283,7 +283,7 @@ class SpectralMBD(nn.Module):
             mel: natural-log magnitude mel `[n_mels, T]` or `[B, n_mels, T]` (see `mbd.mel`; checked by
                 `MelSpectrogram.check`).
             steps: network evaluations per band; default `config.steps`.
-            generator: source of the initial noise.
+            generator: source of the initial noise: one generator, or one per clip (see `sample_bands`).
             sampler, options: accepted for the interface of `MultiBandDiffusion.vocode`; unused (the ODE
                 solver is the model's own).
             mel_eq: strictness of the re-EQ against the mel (`MelSpectrogram.equalize`), 0 (off) to 1.

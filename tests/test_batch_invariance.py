@@ -176,3 +176,18 @@ def test_cli_regenerate_companions(tmp_path: Path, token_model: Path, mel_model:
     assert not torch.equal(written["x.wav"], alone)
     _cli("regenerate", str(tmp_path / "y.wav"), "-o", str(tmp_path / "seed1"), "--seed", "1", *model)
     assert not torch.equal(written["y.wav"], alone)
+
+
+def test_flow_bands_with_clip_generators() -> None:
+    """Flow-matching bands pass one time per clip to the network: split with the clips as well."""
+    import dataclasses
+
+    model = tiny_diffusion_model(n_bands=2)
+    for band in model.bands:
+        band.config = dataclasses.replace(band.config, objective="flow")
+    latents = torch.randn(3, 8, 4, generator=torch.Generator().manual_seed(0))
+    both = model.generate(latents, steps=[999, 500, 0], generator=clip_generators(0, latents, "cpu"))
+    for i in range(3):
+        one = latents[i : i + 1]
+        alone = model.generate(one, steps=[999, 500, 0], generator=clip_generators(0, one, "cpu"))
+        assert torch.equal(alone[0], both[i])
