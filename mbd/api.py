@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -47,13 +48,14 @@ def decode_codes(
 ) -> torch.Tensor:
     """Decode validated codes `[B, K, T]` (one length) to audio `[B, C, T * hop]` on the model's device.
 
-    Each clip is re-EQ'd against its own codec decode, so a clip's result does not depend on the other
-    clips in the batch (AudioCraft's `tokens_to_wav` equalises a batch jointly).
+    Each clip has its own noise stream (`SamplingOptions.generators`) and is re-EQ'd against its own codec
+    decode, so a clip's result does not depend on the other clips in the batch (AudioCraft's `tokens_to_wav`
+    draws and equalises a batch jointly).
     """
     return mbd.tokens_to_wav(
         codes.to(mbd.device),
         steps=sampling.step_list(mbd),
-        generator=sampling.generator(mbd.device),
+        generator=sampling.generators(mbd.device, codes),
         sampler=sampling.sampler,
         options=runtime,
         per_clip_eq=True,
@@ -63,11 +65,15 @@ def decode_codes(
 def vocode_mels(
     mbd: MultiBandDiffusion, mel: torch.Tensor, sampling: SamplingOptions, runtime: RuntimeOptions
 ) -> torch.Tensor:
-    """Vocode checked log-mels `[B, n_mels, T]` (one length) to audio `[B, 1, T * hop]` on the model's device."""
+    """Vocode log-mels `[B, n_mels, T]` (one length; or one `[n_mels, T]`) to audio `[B, 1, T * hop]` (`[1, T * hop]`)
+    on the model's device, each clip with its own noise stream, so a clip's result does not depend on its batch."""
+    with warnings.catch_warnings():  # `vocode` checks the mel again and warns
+        warnings.simplefilter("ignore", UserWarning)
+        clips = mbd.features.check(mel)  # the clips as the model reads them, for their seeds
     return mbd.vocode(
         mel,
         steps=sampling.step_list(mbd),
-        generator=sampling.generator(mbd.device),
+        generator=sampling.generators(mbd.device, clips),
         sampler=sampling.sampler,
         options=runtime,
     )

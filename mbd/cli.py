@@ -33,7 +33,10 @@ def _model_options(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL
 
 def _decode_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="sampler steps (default 20 for ddpm, 10 otherwise)")
-    parser.add_argument("--seed", type=int, help="seed for reproducible output")
+    parser.add_argument(
+        "--seed", type=int, help="seed for reproducible output; each file's noise comes from the seed and its content, "
+        "so its output does not depend on the other files or --batch-size"
+    )
     parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpm++2m"], default="ddpm")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument(
@@ -258,7 +261,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
         raise CommandError(f"--codec-weights: {args.model} is a mel model, it uses no codec")
     single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
     suffix = _audio_suffix(args, single)
-    steps, generator = sampling.step_list(mbd), sampling.generator(mbd.device)  # one generator for all the files
+    steps = sampling.step_list(mbd)
     for item in items:
         out = output_path(args.output, item, single, suffix)
         try:
@@ -268,6 +271,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
                 report.note(item.path, note)
             if wav.shape[-1] < mbd.hop_length * 2:
                 raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least 2 frames")
+            generator = sampling.generators(mbd.device, wav[None])  # the file's own stream, from seed and audio
             result = mbd.regenerate(
                 wav[None], mbd.sample_rate, steps=steps, generator=generator, sampler=sampling.sampler, options=runtime
             )

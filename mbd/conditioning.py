@@ -113,7 +113,8 @@ class CodecLatents(Conditioning):
 
     def from_tokens(self, tokens: torch.Tensor, n_bands: int, per_clip_eq: bool) -> Request:
         codec = self._codec()
-        reference = codec.decode(tokens)  # [B, C, L]
+        # [B, C, L]; per clip, each decoded alone, as the codec's convolutions round differently by batch size
+        reference = torch.cat([codec.decode(t[None]) for t in tokens]) if per_clip_eq else codec.decode(tokens)
         latents = codec.latents(tokens)  # [B, D, T]
 
         def finish(wav: torch.Tensor) -> torch.Tensor:

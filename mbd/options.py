@@ -13,6 +13,7 @@ import torch
 
 from .diffusion import SAMPLERS, Sampler
 from .errors import InputError
+from .noise import clip_generators
 
 if TYPE_CHECKING:
     from .pipeline import MultiBandDiffusion
@@ -28,7 +29,8 @@ class SamplingOptions:
         (Song et al., 2021) and "dpm++2m" (Lu et al., 2022), which draw only the initial noise.
     steps: sampler evaluations; None is AudioCraft's 20-step list for "ddpm", 10 for the others
         (see `MultiBandDiffusion.step_list`).
-    seed: seed of every random draw; None draws from torch's global generator.
+    seed: seed of every random draw, combined with each clip's content into that clip's own stream
+        (`generators`); None draws from torch's global generator.
     """
 
     sampler: Sampler = "ddpm"
@@ -45,9 +47,12 @@ class SamplingOptions:
         """The step list for `model`; None for the model's default."""
         return None if self.steps is None else model.step_list(self.steps, self.sampler)
 
-    def generator(self, device: torch.device) -> torch.Generator | None:
-        """A generator on `device` seeded with `seed`; None (torch's global generator) without a seed."""
-        return None if self.seed is None else torch.Generator(device).manual_seed(self.seed)
+    def generators(self, device: torch.device | str, clips: torch.Tensor) -> list[torch.Generator] | None:
+        """One generator on `device` per clip of `clips` `[B, ...]` (the input as the model reads it: codes,
+        log-mels or audio), each seeded from `seed` and the clip's content (`mbd.noise.clip_seed`), so that a
+        clip's output depends on neither its file name nor its batch; None (torch's global generator) without
+        a seed."""
+        return None if self.seed is None else clip_generators(self.seed, clips, device)
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,12 @@ from . import checkpoint, diffusion, flow, fused
 from .chunking import decode_in_chunks
 from .conditioning import Conditioning, Request, conditioning_for
 from .config import BandConfig, MBDConfig
-from .diffusion import Sampler, all_draws, band_draws, sample
+from .diffusion import Sampler, sample
 from .eq import re_eq
 from .fused import Network, fuse, sample_fused, unstack_bands
 from .gemm_conv import use_gemm
 from .mel import MelSpectrogram
+from .noise import Generators, all_draws, band_draws, clip_by_clip, per_clip
 from .options import DTYPES, FAITHFUL, DType, RuntimeOptions
 from .processor import BandProcessor
 from .unet import DiffusionUNet
@@ -163,7 +164,7 @@ class MultiBandDiffusion(nn.Module):
         *,
         length: int | None = None,
         steps: list[int] | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         noise: torch.Tensor | None = None,
         on_step: StepCallback | None = None,
         sampler: Sampler = "ddpm",
@@ -173,14 +174,16 @@ class MultiBandDiffusion(nn.Module):
 
         Random draws happen in AudioCraft's order: band 0's initial noise, band 0's step noises, then
         band 1, and so on, each the shape of the output. With `generator=None` they come from torch's global
-        generator, so `torch.manual_seed(s)` replays AudioCraft's own seeded output.
+        generator, so `torch.manual_seed(s)` replays AudioCraft's own seeded output. With one generator per
+        clip, a clip's output does not depend on its batch (`mbd.noise`; bit for bit on a CPU).
 
         Args:
             latents: the condition `[B, D, T]`: a codec latent, or a mel model's normalised log-mel.
             length: output samples; default `T * hop_length` (e.g. 320 for EnCodec 24 kHz latents).
             steps: descending step list ending in 0; default AudioCraft's 20-step list for "ddpm" and
                 `spaced_steps(10)` for "ddim" and "dpm++2m" (see `step_list`).
-            generator: source of all random draws.
+            generator: source of all random draws: one generator, or a sequence of one per clip (or per equal
+                group of consecutive clips; see `mbd.noise.randn`).
             noise: instead of drawing, use these standard Gaussian draws `[n_bands, K, B, C, length]`: index
                 0 is each band's initial noise, index i the noise added after iteration i - 1
                 (K = len(steps) - 1 for "ddpm", K >= 1 otherwise).
@@ -219,7 +222,7 @@ class MultiBandDiffusion(nn.Module):
         latents: torch.Tensor,
         length: int,
         steps: list[int],
-        generator: torch.Generator | None,
+        generator: Generators,
         noise: torch.Tensor | None,
         on_step: StepCallback | None,
         sampler: Sampler,
@@ -227,6 +230,7 @@ class MultiBandDiffusion(nn.Module):
     ) -> torch.Tensor:
         """`generate` on one span: latents `[B, D, T]` to audio `[B, C, length]`; `steps` already checked."""
         shape = (latents.shape[0], self.config.bands[0].unet.channels, length)
+        alone = per_clip(generator) and self.device.type == "cpu"  # see `mbd.noise.clip_by_clip`
         out = torch.zeros(shape, device=self.device, dtype=latents.dtype)
         n_draws = len(steps) - 1 if sampler == "ddpm" else 1
         n_bands = len(self.bands)
@@ -236,6 +240,7 @@ class MultiBandDiffusion(nn.Module):
         if options.fused and not flows and len(configs) == 1 and fused.fused_pays(configs.pop(), self.device):
             draws = all_draws(shape, n_draws, n_bands, generator, noise, out)
             network, fused_net = self.fused_network(options.dtype, options.compile)
+            network = clip_by_clip(network) if alone else network
             callback = None if on_step is None else lambda i, x: self._unstacked_step(on_step, i, x)
             x = sample_fused(network, fused_net, latents, schedules, steps, draws, sampler, options, callback)
             for band, x_b in zip(self.bands, x):
@@ -243,10 +248,11 @@ class MultiBandDiffusion(nn.Module):
             return out
         autocast = torch.autocast(self.device.type, options.torch_dtype, enabled=options.dtype != "float32")
         for b, band in enumerate(self.bands):
+            unet = clip_by_clip(band.unet) if alone else band.unet
 
-            def denoise(x: torch.Tensor, t: int | torch.Tensor, band: Band = band) -> torch.Tensor:
+            def denoise(x: torch.Tensor, t: int | torch.Tensor, unet: Callable = unet) -> torch.Tensor:
                 with autocast:
-                    return band.unet(x, t, latents).float()
+                    return unet(x, t, latents).float()
 
             draw = band_draws(shape, n_draws, b, n_bands, generator, noise, out)
             callback = None if on_step is None else lambda i, x, b=b: on_step(b, i, x)
@@ -298,7 +304,7 @@ class MultiBandDiffusion(nn.Module):
         self,
         request: Request,
         steps: list[int] | None,
-        generator: torch.Generator | None,
+        generator: Generators,
         noise: torch.Tensor | None,
         sampler: Sampler,
         options: RuntimeOptions,
@@ -314,7 +320,7 @@ class MultiBandDiffusion(nn.Module):
         n_bands: int = 32,
         *,
         steps: list[int] | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         noise: torch.Tensor | None = None,
         sampler: Sampler = "ddpm",
         options: RuntimeOptions = FAITHFUL,
@@ -338,7 +344,7 @@ class MultiBandDiffusion(nn.Module):
         sample_rate: int,
         *,
         steps: list[int] | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         sampler: Sampler = "ddpm",
         options: RuntimeOptions = FAITHFUL,
     ) -> torch.Tensor:
@@ -362,7 +368,7 @@ class MultiBandDiffusion(nn.Module):
         mel: torch.Tensor,
         *,
         steps: list[int] | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         sampler: Sampler = "ddpm",
         options: RuntimeOptions = FAITHFUL,
         mel_eq: float = 1.0,

@@ -28,6 +28,7 @@ from .diffusion import PowerSchedule, spaced_steps
 from .diffusion import sample as diffusion_sample
 from .frame_net import FrameNet, FrameNetConfig
 from .mel import MelConfig, MelSpectrogram
+from .noise import Generators, clip_by_clip, per_clip, randn
 from .spectral import SpectralBands, SpectralConfig
 
 Objective = Literal["flow", "ddpm"]
@@ -187,7 +188,7 @@ class SpectralMBD(nn.Module):
         self,
         cond: torch.Tensor,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         solver: flow.Solver | None = None,
     ) -> torch.Tensor:
         """Sample every band in its normalised space.
@@ -195,7 +196,9 @@ class SpectralMBD(nn.Module):
         Args:
             cond: conditioning `[B * n_bands, n_mels, T']` (see `condition`).
             steps: network evaluations per band (Heun: about half as many ODE steps); default `config.steps`.
-            generator: source of the initial noise (drawn on its device; torch's global CPU generator for None).
+            generator: source of the initial noise (drawn on its device; torch's global CPU generator for None),
+                or one generator per clip (`mbd.noise.randn`: each draws its clip's rows, and on a CPU the
+                network then sees each clip alone, so a clip's output does not depend on its batch).
             solver: "euler" or "heun" ("flow" only).
 
         Returns:
@@ -205,20 +208,22 @@ class SpectralMBD(nn.Module):
         n = c.spectral.n_bands
         rows, frames = cond.shape[0], cond.shape[-1]
         steps = c.steps if steps is None else int(steps)
-        device = "cpu" if generator is None else generator.device
-        x0 = torch.randn(rows, c.net.channels, frames, generator=generator, device=device).to(self.device)
+        x0 = randn((rows, c.net.channels, frames), generator, "cpu").to(self.device)
         ids = self.band_ids(rows // n)
+        net = self.net
+        if per_clip(generator) and self.device.type == "cpu":  # bit-identical whatever the batch (`clip_by_clip`)
+            net = clip_by_clip(self.net, rows // len(generator))
         if c.objective == "flow":
             solver = solver or c.solver
             times = self.band_times(max(1, (steps + 1) // 2) if solver == "heun" else steps)  # [S + 1, n]
             times = times.repeat(1, rows // n).to(self.device)  # [S + 1, B * n]
             with progress_bar(len(times) - 1, rows // n * frames * self.hop_length / self.sample_rate) as bar:
-                x = flow.sample(lambda x, t: self.net(x, t, ids, cond), x0, times, solver, lambda i, x: bar.update())
+                x = flow.sample(lambda x, t: net(x, t, ids, cond), x0, times, solver, lambda i, x: bar.update())
         else:
             num = c.diffusion.num_steps
 
             def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
-                return self.net(x, torch.full((rows,), (num - 1 - t) / num, device=x.device), ids, cond)  # 1: clean
+                return net(x, torch.full((rows,), (num - 1 - t) / num, device=x.device), ids, cond)  # 1: clean
 
             x = diffusion_sample("ddim", denoise, lambda: x0, c.diffusion, spaced_steps(steps, num))
         return x.view(rows // n, n, c.net.channels, frames)
@@ -228,7 +233,7 @@ class SpectralMBD(nn.Module):
         self,
         log_mel: torch.Tensor,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         solver: flow.Solver | None = None,
     ) -> torch.Tensor:
         """The model's complex STFT for a log-mel `[B, n_mels, T]`: `[B, n_fft // 2 + 1, T + 1]` (the centred STFT
@@ -244,7 +249,7 @@ class SpectralMBD(nn.Module):
         log_mel: torch.Tensor,
         length: int,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         solver: flow.Solver | None = None,
     ) -> torch.Tensor:
         """The model's own output (no re-EQ, no projection): log-mel `[B, n_mels, T]` to audio `[B, 1, length]`
@@ -265,7 +270,7 @@ class SpectralMBD(nn.Module):
         mel: torch.Tensor,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         sampler: str = "ddpm",
         options: object | None = None,
         mel_eq: float = 1.0,
@@ -278,7 +283,7 @@ class SpectralMBD(nn.Module):
             mel: natural-log magnitude mel `[n_mels, T]` or `[B, n_mels, T]` (see `mbd.mel`; checked by
                 `MelSpectrogram.check`).
             steps: network evaluations per band; default `config.steps`.
-            generator: source of the initial noise.
+            generator: source of the initial noise: one generator, or one per clip (see `sample_bands`).
             sampler, options: accepted for the interface of `MultiBandDiffusion.vocode`; unused (the ODE
                 solver is the model's own).
             mel_eq: strictness of the re-EQ against the mel (`MelSpectrogram.equalize`), 0 (off) to 1.
@@ -321,7 +326,7 @@ class SpectralMBD(nn.Module):
         sample_rate: int,
         *,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         sampler: str = "ddpm",
         options: object | None = None,
     ) -> torch.Tensor:

@@ -45,7 +45,9 @@ def test_list_of_different_lengths(model_path: Path, encodec_weights: Path) -> N
     outs, sr = _decode(clips, model_path, encodec_weights)
     assert [o.shape for o in outs] == [(1, 5 * 320), (1, 8 * 320), (1, 5 * 320)]
     alone, _ = _decode(clips[1], model_path, encodec_weights)
-    assert alone.shape == outs[1].shape
+    assert torch.equal(alone, outs[1])  # each clip's own noise stream: the same alone as in a list
+    first, _ = _decode(clips[0], model_path, encodec_weights)
+    assert torch.equal(first, outs[0]) and not torch.equal(outs[0], outs[2])
 
 
 def test_bad_tokens(model_path: Path, encodec_weights: Path) -> None:

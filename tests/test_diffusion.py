@@ -12,8 +12,6 @@ from mbd import diffusion
 from mbd.diffusion import (
     PowerSchedule,
     add_noise,
-    all_draws,
-    band_draws,
     check_steps,
     ddim_sample,
     ddpm_sample,
@@ -24,6 +22,7 @@ from mbd.diffusion import (
     spaced_steps,
     step_list,
 )
+from mbd.noise import all_draws, band_draws, randn
 from mbd.options import RuntimeOptions
 from mbd.train.config import RecipeError, build
 from tests.conftest import oracle, tiny_diffusion_model
@@ -361,3 +360,62 @@ def test_generate_draws_in_the_documented_order(fused: bool, sampler: str) -> No
     seeded = model.generate(latents, generator=torch.Generator().manual_seed(3), **kw)
     assert torch.equal(seeded, model.generate(latents, noise=noise, **kw))
     assert not torch.equal(seeded, model.generate(latents, noise=noise.flip(0), **kw))
+
+
+def per_clip_draws(n_bands: int, n_draws: int, seeds: list[int], rows: int = 1) -> torch.Tensor:
+    """The per-clip order, written out: clip i's generator draws its `[rows, 1, 16]` for band 0's draws
+    0..K-1, then band 1's, ...; the clips are stacked on the batch axis. `[n_bands, K, rows * len(seeds), 1, 16]`."""
+    per_clip = []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        bands = [torch.stack([torch.randn(rows, 1, 16, generator=g) for _ in range(n_draws)]) for _ in range(n_bands)]
+        per_clip.append(torch.stack(bands))
+    return torch.cat(per_clip, dim=2)
+
+
+def test_all_draws_per_clip_generators() -> None:
+    """One generator per clip: each draws its clip's slices in the documented order, whatever the batch."""
+    got = all_draws(SHAPE, 3, 2, [torch.Generator().manual_seed(s) for s in (7, 8)], None, torch.zeros(SHAPE))
+    assert torch.equal(got, per_clip_draws(2, 3, [7, 8]))
+    alone = all_draws((1, 1, 16), 3, 2, [torch.Generator().manual_seed(8)], None, torch.zeros(1, 1, 16))
+    assert torch.equal(alone[:, :, 0], got[:, :, 1])  # clip 1's draws are those it gets when drawn alone
+    # the single-generator order is unchanged, and differs from the per-clip one
+    assert not torch.equal(all_draws(SHAPE, 3, 2, torch.Generator().manual_seed(7), None, torch.zeros(SHAPE)), got)
+
+
+def test_band_draws_per_clip_generators_draw_band_by_band() -> None:
+    """`generate`'s band-by-band path takes band 1's draws only after band 0's: the same per-clip streams."""
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    draws = []
+    for b in range(2):
+        draw = band_draws(SHAPE, 2, b, 2, gens, None, torch.zeros(SHAPE))
+        draws.append(torch.stack([draw() for _ in range(2)]))
+    assert torch.equal(torch.stack(draws), per_clip_draws(2, 2, [1, 2]))
+
+
+def test_randn_groups_and_errors() -> None:
+    """n generators split the batch into n equal consecutive groups (e.g. a file's channels)."""
+    got = randn((4, 1, 16), [torch.Generator().manual_seed(s) for s in (3, 4)], "cpu")
+    assert torch.equal(got, per_clip_draws(1, 1, [3, 4], rows=2)[0, 0])
+    with pytest.raises(ValueError, match="3 generators cannot split a batch of 4"):
+        randn((4, 1, 16), [torch.Generator() for _ in range(3)], "cpu")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_generate_with_per_clip_generators(fused: bool) -> None:
+    """`generate` with one generator per clip equals `generate(noise=...)` fed the per-clip draws, and each
+    clip's output is bit-identical to the clip decoded alone."""
+    model = tiny_diffusion_model(n_bands=2)
+    latents = torch.randn(2, 8, 4, generator=torch.Generator().manual_seed(0))
+    kw = dict(steps=[999, 600, 200, 0], options=RuntimeOptions(fused=fused))
+    gens = lambda *seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    both = model.generate(latents, generator=gens(3, 4), **kw)
+    noise = torch.cat(
+        [torch.stack([torch.stack([torch.randn(1, 1, 4 * 320, generator=g) for _ in range(3)]) for _ in range(2)])
+         for g in gens(3, 4)], dim=2,
+    )
+    torch.testing.assert_close(both, model.generate(latents, noise=noise, **kw), rtol=0, atol=1e-5)
+    for i, seed in enumerate((3, 4)):
+        assert torch.equal(model.generate(latents[i : i + 1], generator=gens(seed), **kw)[0], both[i])
+    swapped = model.generate(latents.flip(0), generator=gens(4, 3), **kw)
+    assert torch.equal(swapped, both.flip(0))

@@ -43,12 +43,13 @@ def test_runtime_options_checks() -> None:
 
 def test_sampling_options() -> None:
     model = tiny()
-    assert SamplingOptions().step_list(model) is None and SamplingOptions().generator(model.device) is None
+    clips = torch.zeros(2, 4, 3, dtype=torch.long)
+    assert SamplingOptions().step_list(model) is None and SamplingOptions().generators(model.device, clips) is None
     # every 100th of the 1000 training steps, then 0 (AudioCraft's stride for 10 evaluations)
     assert SamplingOptions(steps=10).step_list(model) == [999, *range(899, 0, -100), 0]
     assert len(SamplingOptions("ddim", steps=7).step_list(model)) == 8
-    a = SamplingOptions(seed=3).generator(torch.device("cpu"))
-    assert torch.equal(torch.randn(4, generator=a), torch.randn(4, generator=torch.Generator().manual_seed(3)))
+    a, b = SamplingOptions(seed=3).generators(torch.device("cpu"), clips)  # identical clips, identical streams
+    assert torch.equal(torch.randn(4, generator=a), torch.randn(4, generator=b))
     with pytest.raises(ValueError, match="sampler must be one of"):
         SamplingOptions("euler")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="steps must be >= 1"):
