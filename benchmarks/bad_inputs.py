@@ -87,9 +87,9 @@ def tiny_mbd(nan: bool = False):  # noqa: ANN201
     import torch
 
     from mbd.config import BandConfig, CodecConfig, MBDConfig
+    from mbd.diffusion import PowerSchedule
     from mbd.pipeline import MultiBandDiffusion
     from mbd.processor import ProcessorConfig
-    from mbd.schedule import PowerSchedule
     from mbd.unet import UNetConfig
 
     torch.manual_seed(0)
