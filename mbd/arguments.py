@@ -124,10 +124,12 @@ def check_device(value: str | None) -> None:
 
 def check_codec_weights(value: str | None) -> None:
     """`--codec-weights` must name a file holding a dict of tensors (loaded with `weights_only`, so no pickle
-    code runs)."""
+    code runs), or a folder (a Hugging Face codec such as MusicGen's 32 kHz EnCodec, checked by its loader)."""
     if value is None:
         return
     path = Path(value)
+    if path.is_dir():
+        return
     if not path.is_file():
         raise CommandError(f"--codec-weights {value}: {'not a regular file' if path.exists() else 'no such file'}")
     try:

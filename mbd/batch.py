@@ -156,7 +156,8 @@ class OutputPlan:
                 "(an existing one, or a name without an extension)"
             )
         elif self.to_file and not self.single:
-            raise CommandError(f"-o {self.out} names one file, but there are {len(self.items)} inputs; give a folder")
+            inputs = f"there are {len(self.items)} inputs" if len(self.items) > 1 else "the input is a folder"
+            raise CommandError(f"-o {self.out} names one file, but {inputs}; give a folder")
         writable_folder(self.out.parent if self.to_file else self.out)
         self.inputs = {item.path.resolve(): item.path for item in self.items}
         for item in self.items:

@@ -19,6 +19,8 @@ import pytest
 import soundfile
 import torch
 
+from mbd.arguments import check_codec_weights
+from mbd.batch import printable
 from mbd.cli import main
 
 NO_MODEL = "never-loaded.safetensors"
@@ -120,9 +122,19 @@ def escape_name(tmp: Path) -> list[str]:
     return ["decode", str(tmp / "bad\x1b[31mred\x07.npy"), "-o", str(tmp / "out"), "--model", NO_MODEL]
 
 
-def fifo(tmp: Path) -> list[str]:
-    os.mkfifo(tmp / "x.npy")
-    return ["info", str(tmp / "x.npy")]
+def fifo(command: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        os.mkfifo(tmp / "x.npy")
+        if command == "info":
+            return ["info", str(tmp / "x.npy")]
+        return ["decode", str(tmp / "x.npy"), "-o", str(tmp / "out"), "--model", NO_MODEL]
+
+    return setup
+
+
+def folder_to_one_file(tmp: Path) -> list[str]:
+    tokens(tmp / "in")
+    return ["decode", str(tmp / "in"), "-o", str(tmp / "out.wav"), "--model", NO_MODEL]
 
 
 def convert(out: str) -> Callable[[Path], list[str]]:
@@ -168,7 +180,9 @@ CASES = [
     Case("output_is_the_input", in_place, ("a.wav", "replace the input")),
     Case("output_is_another_input", other_input, ("a.flac", "a.wav", "replace the input")),
     Case("escape_in_name", escape_name, ("\\x1b[31mred\\x07.npy",)),
-    Case("info_fifo", fifo, ("x.npy", "not a regular file")),
+    Case("info_fifo", fifo("info"), ("x.npy", "not a regular file")),
+    Case("decode_fifo", fifo("decode"), ("x.npy", "not a regular file")),
+    Case("folder_to_one_file", folder_to_one_file, ("out.wav", "the input is a folder")),
     Case("convert_not_safetensors", convert("out.pt"), ("out.pt", ".safetensors")),
     Case("convert_onto_folder", convert("d.safetensors/"), ("d.safetensors", "is a folder")),
     Case("manifest_missing", manifest_missing, ("manifest.toml",), {"MBD_MANIFEST": "nowhere/manifest.toml"}),
@@ -221,3 +235,12 @@ def test_unreadable_subfolder_is_a_warning(tmp_path: Path, capsys, monkeypatch) 
     assert main(["decode", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", NO_MODEL]) == 2
     err = capsys.readouterr().err
     assert f"mbd: warning: {tmp_path / 'in' / 'locked'}: folder skipped, cannot be listed (Permission denied)" in err
+
+
+def test_printable_escapes_control_characters_only() -> None:
+    assert printable("a\x1b[31mb\n\t\x07\x9b\udcff.npy") == "a\\x1b[31mb\\n\\t\\x07\\x9b\\udcff.npy"
+    assert printable("chœur été 声.wav") == "chœur été 声.wav"  # printable non-ASCII names stay as they are
+
+
+def test_codec_weights_folder_is_left_to_its_loader(tmp_path: Path) -> None:
+    check_codec_weights(str(tmp_path))  # a Hugging Face codec folder (MusicGen's 32 kHz EnCodec)
