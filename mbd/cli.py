@@ -7,6 +7,7 @@ any model loads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
 from collections.abc import Callable
@@ -273,8 +274,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if target.exists() and not args.overwrite:
         raise CommandError(f"{target}: already exists (use --overwrite to replace it)")
     writable_folder(target.parent)
+    created = [folder for folder in target.parents if not folder.exists()]  # deepest first
     target.parent.mkdir(parents=True, exist_ok=True)
-    convert(source, target)
+    try:
+        convert(source, target)
+    except BaseException:
+        for folder in created:  # a failed conversion leaves no new empty folders
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     print(f"mbd: wrote {printable(target)}", file=sys.stderr)
     return 0
 

@@ -346,3 +346,12 @@ def test_vocode_refuses_npz_and_batched_mel_to_one_file(tmp_path: Path, mel_mode
         err = capsys.readouterr().err
         assert name in err and words in err and "Traceback" not in err, err
         assert not (tmp_path / "m.wav").exists()
+
+
+def test_convert_into_missing_folders(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "new" / "deeper" / "m.safetensors"
+    assert main(["convert", str(GOLDEN / "mbd_comp_2_reduced.pt"), str(out)]) == 0
+    assert checkpoint.load(out)[0]["bands"]
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["convert", str(tmp_path / "junk.pt"), str(tmp_path / "other" / "m.safetensors")]) == 2
+    assert "junk.pt" in capsys.readouterr().err and not (tmp_path / "other").exists()
