@@ -26,7 +26,6 @@ from .hub import DownloadError, LicenceNotice
 from .tokens import read_tokens, write_tokens
 
 OUTPUT_AUDIO = (".wav", ".flac")
-_options = decoding_options  # the name the tests and older callers use
 
 
 def _plan(args: argparse.Namespace, items: list[Item], suffixes: tuple[str, ...]) -> OutputPlan:
@@ -60,7 +59,7 @@ def _failure(path: Path, err: Exception) -> str:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     report = Report()
-    sampling, runtime = _options(args)
+    sampling, runtime = decoding_options(args)
     items = expand_inputs(args.inputs, TOKEN_SUFFIXES, report)
     if not items:
         return report.summary("decoded")
@@ -111,7 +110,7 @@ def _read_mel(path: Path, mbd, report: Report) -> torch.Tensor:  # noqa: ANN001
 
 def cmd_vocode(args: argparse.Namespace) -> int:
     report = Report()
-    sampling, runtime = _options(args)
+    sampling, runtime = decoding_options(args)
     items = expand_inputs(args.inputs, MEL_SUFFIXES, report)
     if not items:
         return report.summary("vocoded")
@@ -193,7 +192,7 @@ def _write(path: Path, wav: torch.Tensor, sample_rate: int, overwrite: bool, rep
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
     report = Report()
-    sampling, runtime = _options(args)
+    sampling, runtime = decoding_options(args)
     items = expand_inputs(args.inputs, AUDIO_SUFFIXES, report)
     if not items:
         return report.summary("regenerated")

@@ -12,8 +12,8 @@ import soundfile
 import torch
 
 from mbd import checkpoint
-from mbd.arguments import check_steps
-from mbd.cli import COMMANDS, _options, build_parser, main
+from mbd.arguments import check_steps, decoding_options
+from mbd.cli import COMMANDS, build_parser, main
 from mbd.errors import CheckpointError, CommandError, InputError, TokenError
 from mbd.hub import DownloadError
 from mbd.options import SamplingOptions
@@ -217,7 +217,7 @@ def test_flags_become_sampling_and_runtime_options(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
 
     def options(*flags: str):  # noqa: ANN202
-        return _options(build_parser().parse_args(["decode", "in.npy", "-o", "out.wav", *flags]))
+        return decoding_options(build_parser().parse_args(["decode", "in.npy", "-o", "out.wav", *flags]))
 
     def fused(*flags: str) -> bool:
         return options(*flags)[1].fused
