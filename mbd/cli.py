@@ -10,7 +10,7 @@ import argparse
 import contextlib
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,17 @@ def _planned_outputs(args: argparse.Namespace, plan: OutputPlan, item: Item, cou
     return outs
 
 
+@contextlib.contextmanager
+def _naming_codec_weights(value: str | None) -> Iterator[None]:
+    """Name `--codec-weights` when the codec refuses its tensors (a dict of tensors that are not EnCodec's)."""
+    try:
+        yield
+    except RuntimeError as err:
+        if value is None or "state_dict for EncodecModel" not in str(err):
+            raise
+        raise CommandError(f"--codec-weights {value}: not EnCodec 24 kHz weights (names or shapes differ)") from None
+
+
 def _failure(path: Path, err: Exception) -> str:
     """A one-line message for a failed read or write of `path` (an OSError's text without its errno)."""
     if isinstance(err, OSError) and not isinstance(err, FileExistsError) and err.strerror:
@@ -64,7 +75,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if not items:
         return report.summary("decoded")
     plan = _plan(args, items, OUTPUT_AUDIO)
-    mbd = load_model(args.model, runtime.device, args.codec_weights)
+    with _naming_codec_weights(args.codec_weights):
+        mbd = load_model(args.model, runtime.device, args.codec_weights)
     if mbd.codec is None:
         raise CommandError(f"{args.model} is a mel model: use `mbd vocode` for mel spectrograms")
     check_steps(sampling, mbd)
@@ -197,7 +209,8 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     if not items:
         return report.summary("regenerated")
     plan = _plan(args, items, OUTPUT_AUDIO)
-    mbd = load_model(args.model, runtime.device, args.codec_weights)
+    with _naming_codec_weights(args.codec_weights):
+        mbd = load_model(args.model, runtime.device, args.codec_weights)
     if args.codec_weights is not None and mbd.codec is None:
         raise CommandError(f"--codec-weights: {args.model} is a mel model, it uses no codec")
     check_steps(sampling, mbd)
@@ -238,7 +251,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if not items:
         return report.summary("encoded")
     plan = _plan(args, items, (".npy", ".ecdc"))
-    codec = load_codec("encodec_24khz", n_q, weights=args.codec_weights)
+    with _naming_codec_weights(args.codec_weights):
+        codec = load_codec("encodec_24khz", n_q, weights=args.codec_weights)
     for item in items:
         out = plan.path(item)
         try:

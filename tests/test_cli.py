@@ -355,3 +355,15 @@ def test_convert_into_missing_folders(tmp_path: Path, capsys) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["convert", str(tmp_path / "junk.pt"), str(tmp_path / "other" / "m.safetensors")]) == 2
     assert "junk.pt" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+def test_codec_weights_that_are_not_encodec_name_the_file(tmp_path: Path, model_path: Path, capsys) -> None:
+    torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "other.th")
+    np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))
+    _tone(tmp_path / "t.wav")
+    for argv in (["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"), "--model", str(model_path)],
+                 ["encode", str(tmp_path / "t.wav"), "-o", str(tmp_path / "t.npy")]):
+        assert main([*argv, "--codec-weights", str(tmp_path / "other.th")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mbd: error: --codec-weights {tmp_path / 'other.th'}: not EnCodec"), err
+        assert err.count("\n") == 1
