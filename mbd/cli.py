@@ -1,145 +1,85 @@
-"""The `mbd` command: decode, vocode, encode, regenerate, convert, info, models and train."""
+"""The `mbd` command: decode, vocode, encode, regenerate, convert, info, models and train.
+
+The flags and their checks live in `mbd.arguments`; every flag, output name and input path is checked before
+any model loads.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__
-from .api import DEFAULT_MEL_MODEL, DEFAULT_MODEL, decode_codes, load_model, vocode_mels
+from .api import decode_codes, load_model, vocode_mels
+from .arguments import build_parser, check_codec_weights, check_steps, decoding_options
 from .audio import AUDIO_SUFFIXES, read_audio, write_audio
-from .batch import MEL_SUFFIXES, TOKEN_SUFFIXES, Item, Report, expand_inputs, output_path
+from .batch import MEL_SUFFIXES, TOKEN_SUFFIXES, Item, OutputPlan, Report, expand_inputs, printable
 from .codec import validate_codes
 from .errors import AudioError, CommandError, InputError, MBDError, MelError, TokenError
 from .hub import DownloadError, LicenceNotice
-from .options import RuntimeOptions, SamplingOptions, runtime_options
 from .tokens import read_tokens, write_tokens
 
 OUTPUT_AUDIO = (".wav", ".flac")
 
 
-def _model_options(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL, codec: bool = True) -> None:
-    parser.add_argument("--model", default=default, help=f"pretrained name or checkpoint path ({default})")
-    if codec:
-        parser.add_argument("--codec-weights", help="local codec weights file instead of the cached download")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if present)")
-
-
-def _decode_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, help="sampler steps (default 20 for ddpm, 10 otherwise)")
-    parser.add_argument(
-        "--seed", type=int, help="seed for reproducible output; each file's noise comes from the seed and its content, "
-        "so its output does not depend on the other files or --batch-size"
-    )
-    parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpm++2m"], default="ddpm")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    parser.add_argument(
-        "--fused",
-        action=argparse.BooleanOptionalAction,
-        help="run the bands as one grouped network (default: on a GPU yes; on CPU no, as it holds a second copy "
-        "of the weights)",
-    )
-    parser.add_argument("--compile", action="store_true", help="torch.compile the fused network (implies --fused)")
-    parser.add_argument("--chunk-seconds", type=float, help="decode long audio in crossfaded chunks")
-
-
-def _outputs(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("-o", "--output", required=True, type=Path, help=f"output {what} file, or folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mbd", description="Multi-Band Diffusion: codec tokens to audio.")
-    parser.add_argument("--version", action="version", version=f"mbd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("decode", help="token files (.npy, .npz, .pt, .ecdc) to audio")
-    p.add_argument("inputs", nargs="+", help="files, folders (recursive) or globs")
-    _outputs(p, "audio")
-    p.add_argument("--format", choices=["wav", "flac"], default="wav", help="audio format for folder output")
-    p.add_argument("--batch-size", type=int, default=1, help="clips of equal length decoded together")
-    _model_options(p)
-    _decode_options(p)
-
-    p = sub.add_parser("vocode", help="log-mel spectrograms (.npy, [n_mels, T] or [B, n_mels, T]) to audio")
-    p.add_argument("inputs", nargs="+", help="files, folders (recursive) or globs")
-    _outputs(p, "audio")
-    p.add_argument("--format", choices=["wav", "flac"], default="wav", help="audio format for folder output")
-    p.add_argument("--batch-size", type=int, default=1, help="mels of equal length vocoded together")
-    _model_options(p, DEFAULT_MEL_MODEL, codec=False)
-    _decode_options(p)
-
-    p = sub.add_parser("regenerate", help="audio -> codec tokens (or log-mel with a mel model) -> MBD audio")
-    p.add_argument("inputs", nargs="+", help="audio files, folders or globs")
-    _outputs(p, "audio")
-    p.add_argument("--format", choices=["wav", "flac"], default="wav")
-    _model_options(p)
-    _decode_options(p)
-
-    p = sub.add_parser("encode", help="audio to EnCodec 24 kHz tokens (.npy or .ecdc)")
-    p.add_argument("inputs", nargs="+", help="audio files, folders or globs")
-    _outputs(p, "token")
-    p.add_argument("--format", choices=["npy", "ecdc"], default="npy")
-    p.add_argument("--bandwidth", type=float, default=3.0, help="kbps: 1.5, 3, 6, 12 or 24 (default 3)")
-    p.add_argument("--codec-weights", help="local EnCodec weights file instead of the cached download")
-
-    p = sub.add_parser("convert", help="AudioCraft .pt/.th checkpoint to our .safetensors format")
-    p.add_argument("input", type=Path)
-    p.add_argument("output", type=Path)
-    p.add_argument("--overwrite", action="store_true")
-
-    p = sub.add_parser("info", help="what a token file, checkpoint or audio file holds")
-    p.add_argument("files", nargs="+", type=Path)
-
-    sub.add_parser("models", help="pretrained models, their licences and whether they are cached")
-    sub.add_parser("train", help="train band models from a TOML recipe (see `mbd train --help`)", add_help=False)
-    return parser
-
-
-def _options(args: argparse.Namespace) -> tuple[SamplingOptions, RuntimeOptions]:
-    """The sampling and runtime options of a decoding command (defaults from `runtime_options`)."""
-    if args.steps is not None and args.steps < 1:
-        raise CommandError(f"--steps must be >= 1, got {args.steps}")
-    runtime = runtime_options(
-        args.device, fused=args.fused, compile=args.compile, dtype=args.dtype, chunk_seconds=args.chunk_seconds
-    )
-    return SamplingOptions(args.sampler, args.steps, args.seed), runtime
-
-
-def _audio_suffix(args: argparse.Namespace, single: bool) -> str:
-    if single and args.output.suffix.lower() in OUTPUT_AUDIO:
-        return args.output.suffix.lower()
-    return f".{args.format}"
+def _plan(args: argparse.Namespace, items: list[Item], suffixes: tuple[str, ...]) -> OutputPlan:
+    """The batch's output names (`-o`, `--format`), checked for collisions and writability before any work."""
+    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
+    return OutputPlan(args.output, suffixes, f".{args.format}", items, single)
 
 
 def _free(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (use --overwrite to replace it)")
+    if path.is_dir():
+        raise FileExistsError(f"{path}: is a folder; --overwrite replaces files only")
 
 
-def _planned_outputs(args: argparse.Namespace, item: Item, single: bool, suffix: str, count: int) -> list[Path]:
+def _planned_outputs(args: argparse.Namespace, plan: OutputPlan, item: Item, count: int) -> list[Path]:
     """The output paths of an input holding `count` clips (numbered when more than one), each free to write."""
-    outs = [output_path(args.output, item, single, suffix, b if count > 1 else None) for b in range(count)]
+    outs = [plan.path(item, b if count > 1 else None) for b in range(count)]
+    plan.claim(item, outs)
     for out in outs:
         _free(out, args.overwrite)
     return outs
 
 
+@contextlib.contextmanager
+def _naming_codec_weights(value: str | None) -> Iterator[None]:
+    """Name `--codec-weights` when the codec refuses its tensors (a dict of tensors that are not EnCodec's)."""
+    try:
+        yield
+    except RuntimeError as err:
+        if value is None or "state_dict for EncodecModel" not in str(err):
+            raise
+        raise CommandError(f"--codec-weights {value}: not EnCodec 24 kHz weights (names or shapes differ)") from None
+
+
+def _failure(path: Path, err: Exception) -> str:
+    """A one-line message for a failed read or write of `path` (an OSError's text without its errno)."""
+    if isinstance(err, OSError) and not isinstance(err, FileExistsError) and err.strerror:
+        return f"{path}: {err.strerror}"
+    return str(err)
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     report = Report()
-    sampling, runtime = _options(args)
+    sampling, runtime = decoding_options(args)
     items = expand_inputs(args.inputs, TOKEN_SUFFIXES, report)
     if not items:
         return report.summary("decoded")
-    mbd = load_model(args.model, runtime.device, args.codec_weights)
+    plan = _plan(args, items, OUTPUT_AUDIO)
+    with _naming_codec_weights(args.codec_weights):
+        mbd = load_model(args.model, runtime.device, args.codec_weights)
     if mbd.codec is None:
         raise CommandError(f"{args.model} is a mel model: use `mbd vocode` for mel spectrograms")
+    check_steps(sampling, mbd)
 
     def read(item: Item) -> torch.Tensor:
         token_file = read_tokens(item.path)
@@ -156,16 +96,20 @@ def cmd_decode(args: argparse.Namespace) -> int:
     def run(codes: torch.Tensor) -> torch.Tensor:
         return decode_codes(mbd, codes, sampling, runtime)
 
-    _convert_files(mbd, items, read, TokenError, run, args, report)
+    _convert_files(mbd, items, plan, read, TokenError, run, args, report)
     return report.summary("decoded")
 
 
 def _read_mel(path: Path, mbd, report: Report) -> torch.Tensor:  # noqa: ANN001
     """A `.npy` log-mel as a checked `[B, n_mels, T]` tensor; value warnings become notes."""
+    if path.suffix.lower() not in MEL_SUFFIXES:
+        raise MelError(f"{path}: not a .npy file; `mbd vocode` reads log-mels saved with numpy.save")
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:
         raise MelError(f"{path}: not a readable .npy array ({err})") from None
+    if not isinstance(array, np.ndarray):  # np.load opens a zip archive (.npz) whatever its name
+        raise MelError(f"{path}: an .npz archive, not a .npy array; save the log-mel with numpy.save")
     if not np.issubdtype(array.dtype, np.floating):
         raise MelError(f"{path}: expected floating-point log-mel values, got {array.dtype}")
     with warnings.catch_warnings(record=True) as caught:
@@ -178,26 +122,29 @@ def _read_mel(path: Path, mbd, report: Report) -> torch.Tensor:  # noqa: ANN001
 
 def cmd_vocode(args: argparse.Namespace) -> int:
     report = Report()
-    sampling, runtime = _options(args)
+    sampling, runtime = decoding_options(args)
     items = expand_inputs(args.inputs, MEL_SUFFIXES, report)
     if not items:
         return report.summary("vocoded")
+    plan = _plan(args, items, OUTPUT_AUDIO)
     mbd = load_model(args.model, runtime.device, None)
     if mbd.features is None:
         raise CommandError(f"{args.model} is a codec-token model: use `mbd decode`, or a mel model such as mel24k")
+    check_steps(sampling, mbd)
 
     def run(mel: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # value warnings were already reported per file
             warnings.simplefilter("ignore", UserWarning)
             return vocode_mels(mbd, mel, sampling, runtime)
 
-    _convert_files(mbd, items, lambda item: _read_mel(item.path, mbd, report), MelError, run, args, report)
+    _convert_files(mbd, items, plan, lambda item: _read_mel(item.path, mbd, report), MelError, run, args, report)
     return report.summary("vocoded")
 
 
 def _convert_files(
     mbd,  # noqa: ANN001
     items: list[Item],
+    plan: OutputPlan,
     read: Callable[[Item], torch.Tensor],
     error: type[Exception],
     run: Callable[[torch.Tensor], torch.Tensor],
@@ -206,15 +153,15 @@ def _convert_files(
 ) -> None:
     """Read every input (`read` gives `[B, ...]`; `error` marks a bad file), check its outputs are free, then
     run and write the good ones in batches; bad files are reported and skipped."""
-    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
-    suffix = _audio_suffix(args, single)
     ready: list[tuple[Item, torch.Tensor, list[Path]]] = []
     for item in items:
         try:
             data = read(item)
-            ready.append((item, data, _planned_outputs(args, item, single, suffix, len(data))))
-        except (error, FileExistsError) as err:
+            ready.append((item, data, _planned_outputs(args, plan, item, len(data))))
+        except (error, CommandError, FileExistsError) as err:
             report.fail(str(err))
+        except OSError as err:
+            report.fail(_failure(item.path, err))
     _decode_batches(mbd, ready, run, args, report)
 
 
@@ -227,43 +174,49 @@ def _decode_batches(mbd, ready, run: Callable[[torch.Tensor], torch.Tensor], arg
         groups.setdefault(entry[1].shape[-1], []).append(entry)
     batches = []
     for group in groups.values():
-        for start in range(0, len(group), max(1, args.batch_size)):
-            batches.append(group[start : start + max(1, args.batch_size)])
+        for start in range(0, len(group), args.batch_size):
+            batches.append(group[start : start + args.batch_size])
     with tqdm(total=len(ready), unit="file", disable=None, file=sys.stderr) as progress:
         for batch in batches:
             wav = run(torch.cat([codes for _, codes, _ in batch])).cpu()
             offset = 0
             for item, _codes, outs in batch:
+                written = True
                 for out in outs:
-                    try:
-                        _write(out, wav[offset], mbd.sample_rate, args.overwrite, report)
-                    except (AudioError, FileExistsError) as err:
-                        report.fail(str(err))
+                    written &= _write(out, wav[offset], mbd.sample_rate, args.overwrite, report)
                     offset += 1
-                report.done.append(item.path)
+                if written:
+                    report.done.append(item.path)
                 progress.update(1)
 
 
-def _write(path: Path, wav: torch.Tensor, sample_rate: int, overwrite: bool, report: Report) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for note in write_audio(path, wav, sample_rate, overwrite=overwrite):
-        report.note(path, note)
+def _write(path: Path, wav: torch.Tensor, sample_rate: int, overwrite: bool, report: Report) -> bool:
+    """Write one output file; a failure is reported (not raised) so that the batch goes on."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for note in write_audio(path, wav, sample_rate, overwrite=overwrite):
+            report.note(path, note)
+    except (AudioError, OSError) as err:
+        report.fail(_failure(path, err))
+        return False
+    return True
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
     report = Report()
-    sampling, runtime = _options(args)
+    sampling, runtime = decoding_options(args)
     items = expand_inputs(args.inputs, AUDIO_SUFFIXES, report)
     if not items:
         return report.summary("regenerated")
-    mbd = load_model(args.model, runtime.device, args.codec_weights)
+    plan = _plan(args, items, OUTPUT_AUDIO)
+    with _naming_codec_weights(args.codec_weights):
+        mbd = load_model(args.model, runtime.device, args.codec_weights)
     if args.codec_weights is not None and mbd.codec is None:
         raise CommandError(f"--codec-weights: {args.model} is a mel model, it uses no codec")
-    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
-    suffix = _audio_suffix(args, single)
+    check_steps(sampling, mbd)
     steps = sampling.step_list(mbd)
     for item in items:
-        out = output_path(args.output, item, single, suffix)
+        out = plan.path(item)
         try:
             _free(out, args.overwrite)
             wav, notes = read_audio(item.path, mbd.sample_rate)
@@ -275,10 +228,14 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
             result = mbd.regenerate(
                 wav[None], mbd.sample_rate, steps=steps, generator=generator, sampler=sampling.sampler, options=runtime
             )
-            _write(out, result[0].cpu(), mbd.sample_rate, args.overwrite, report)
-            report.done.append(item.path)
         except (AudioError, FileExistsError) as err:
             report.fail(str(err))
+            continue
+        except OSError as err:
+            report.fail(_failure(item.path, err))
+            continue
+        if _write(out, result[0].cpu(), mbd.sample_rate, args.overwrite, report):
+            report.done.append(item.path)
     return report.summary("regenerated")
 
 
@@ -290,14 +247,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
         n_q = bandwidth_to_n_q(args.bandwidth)
     except InputError as err:
         raise CommandError(f"--bandwidth: {err}") from None
+    check_codec_weights(args.codec_weights)
     items = expand_inputs(args.inputs, AUDIO_SUFFIXES, report)
     if not items:
         return report.summary("encoded")
-    codec = load_codec("encodec_24khz", n_q, weights=args.codec_weights)
-    single = len(items) == 1 and not Path(args.inputs[0]).is_dir()
-    suffix = args.output.suffix.lower() if single and args.output.suffix.lower() in (".npy", ".ecdc") else None
+    plan = _plan(args, items, (".npy", ".ecdc"))
+    with _naming_codec_weights(args.codec_weights):
+        codec = load_codec("encodec_24khz", n_q, weights=args.codec_weights)
     for item in items:
-        out = output_path(args.output, item, single, suffix or f".{args.format}")
+        out = plan.path(item)
         try:
             _free(out, args.overwrite)
             wav, notes = read_audio(item.path, codec.sample_rate)
@@ -309,16 +267,37 @@ def cmd_encode(args: argparse.Namespace) -> int:
             report.done.append(item.path)
         except (AudioError, FileExistsError, TokenError) as err:
             report.fail(str(err))
+        except OSError as err:
+            report.fail(_failure(Path(err.filename) if err.filename else item.path, err))
     return report.summary("encoded")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from .batch import writable_folder
     from .checkpoint import convert
 
-    if args.output.exists() and not args.overwrite:
-        raise CommandError(f"{args.output}: already exists (use --overwrite to replace it)")
-    convert(args.input, args.output)
-    print(f"mbd: wrote {args.output}", file=sys.stderr)
+    source, target = args.input, args.output
+    if not source.is_file():
+        raise CommandError(f"{source}: {'not a regular file' if source.exists() else 'no such file'}")
+    if target.suffix.lower() != ".safetensors":
+        raise CommandError(f"{target}: the converted checkpoint is a .safetensors file; name it *.safetensors")
+    if target.is_dir():
+        raise CommandError(f"{target}: is a folder; name the .safetensors file to write")
+    if target.exists() and target.resolve() == source.resolve():
+        raise CommandError(f"{target}: the output would replace the input")
+    if target.exists() and not args.overwrite:
+        raise CommandError(f"{target}: already exists (use --overwrite to replace it)")
+    writable_folder(target.parent)
+    created = [folder for folder in target.parents if not folder.exists()]  # deepest first
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        convert(source, target)
+    except BaseException:
+        for folder in created:  # a failed conversion leaves no new empty folders
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    print(f"mbd: wrote {printable(target)}", file=sys.stderr)
     return 0
 
 
@@ -328,9 +307,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     report = Report()
     for path in args.files:
         try:
-            print(describe(path))
+            print("\n".join(printable(line) for line in describe(path).splitlines()))
         except (MBDError, OSError) as err:
-            report.fail(str(err))
+            report.fail(_failure(path, err))
     return 2 if report.failed else 0
 
 
@@ -362,7 +341,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _show_notice(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-    print(f"mbd: note: {message}", file=sys.stderr)
+    print(f"mbd: note: {printable(message)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_notice
             return COMMANDS[args.command](args)
     except (MBDError, DownloadError, OSError) as err:  # the user can fix these; anything else is a bug
-        print(f"mbd: error: {err}", file=sys.stderr)
+        text = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.filename and err.strerror else err
+        print(f"mbd: error: {printable(text)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mbd: interrupted", file=sys.stderr)

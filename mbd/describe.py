@@ -8,15 +8,19 @@ import soundfile
 
 from . import checkpoint
 from .audio import AudioError
-from .batch import TOKEN_SUFFIXES
+from .batch import TOKEN_SUFFIXES, printable
 from .codec import EncodecCodec
+from .errors import InputError
 from .tokens import read_tokens
 
 CHECKPOINT_SUFFIXES = (".pt", ".th", ".safetensors")
 
 
 def describe(path: Path) -> str:
-    """Describe `path` in a few lines; raises a ValueError subclass naming the file when it cannot."""
+    """Describe `path` in a few lines (its name shown by `printable`); raises an `MBDError` naming the file
+    when it cannot. Only regular files are opened: a FIFO or a device would block or never end."""
+    if not path.is_file():
+        raise InputError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     suffix = path.suffix.lower()
     if suffix in CHECKPOINT_SUFFIXES and not (suffix == ".pt" and _is_token_tensor(path)):
         return _describe_checkpoint(path)
@@ -24,7 +28,7 @@ def describe(path: Path) -> str:
         tokens = read_tokens(path)
         batch, n_q, frames = tokens.codes.shape
         lines = [
-            f"{path}: tokens [B={batch}, K={n_q}, T={frames}] from {tokens.source}",
+            f"{printable(path)}: tokens [B={batch}, K={n_q}, T={frames}] from {tokens.source}",
             f"  code range {int(tokens.codes.min())}..{int(tokens.codes.max())}",
         ]
         if tokens.sample_rate:
@@ -34,7 +38,10 @@ def describe(path: Path) -> str:
         info = soundfile.info(str(path))
     except (RuntimeError, OSError) as err:
         raise AudioError(f"{path}: not a token file, checkpoint or readable audio file ({err})") from None
-    return f"{path}: audio, {info.samplerate} Hz, {info.channels} channel(s), {info.duration:.2f} s, {info.subtype}"
+    return (
+        f"{printable(path)}: audio, {info.samplerate} Hz, {info.channels} channel(s), {info.duration:.2f} s, "
+        f"{info.subtype}"
+    )
 
 
 def _duration(frames: int, sample_rate: int) -> str:
@@ -59,7 +66,7 @@ def _describe_checkpoint(path: Path) -> str:
         return _describe_spectral(path, config, tensors)
     params = sum(t.numel() for name, t in tensors.items() if ".unet." in name)
     lines = [
-        f"{path}: MBD checkpoint, {len(config['bands'])} band(s), {config['sample_rate']} Hz, "
+        f"{printable(path)}: MBD checkpoint, {len(config['bands'])} band(s), {config['sample_rate']} Hz, "
         f"{_condition(config)}, {params:,} U-Net parameters"
     ]
     for i, band in enumerate(config["bands"]):
@@ -73,7 +80,8 @@ def _describe_spectral(path: Path, config: dict, tensors: dict) -> str:
     params = sum(t.numel() for name, t in tensors.items() if name.startswith("net."))
     s, net, mel = config["spectral"], config["net"], config["mel"]
     return (
-        f"{path}: spectral MBD checkpoint, {s['n_bands']} STFT bands of {s['n_fft'] // 2 // s['n_bands']} bins, "
+        f"{printable(path)}: spectral MBD checkpoint, {s['n_bands']} STFT bands of "
+        f"{s['n_fft'] // 2 // s['n_bands']} bins, "
         f"{config['sample_rate']} Hz, {mel['n_mels']}-bin log-mel input (n_fft {mel['n_fft']}, hop "
         f"{mel['hop_length']}), objective {config['objective']}, {config['steps']} steps by default\n"
         f"  shared frame network: {net['blocks']} ConvNeXt blocks, width {net['dim']}, {params:,} parameters"

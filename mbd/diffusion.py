@@ -112,7 +112,8 @@ def default_steps(num_steps: int = 1000, stride: int = 50) -> list[int]:
 
     For N = 1000 this is [999, 949, ..., 49, 0]: 21 entries, 20 model evaluations.
     """
-    return list(range(num_steps))[::-stride] + [0]
+    steps = list(range(num_steps))[::-stride]
+    return steps if steps[-1] == 0 else [*steps, 0]  # stride 1 is the full chain, which already ends in 0
 
 
 def spaced_steps(num_evaluations: int, num_steps: int = 1000) -> list[int]:

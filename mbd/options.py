@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -41,7 +42,7 @@ class SamplingOptions:
         if self.sampler not in SAMPLERS:
             raise InputError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise InputError(f"steps must be >= 1, got {self.steps}")
 
     def step_list(self, model: MultiBandDiffusion) -> list[int] | None:
         """The step list for `model`; None for the model's default."""
@@ -88,10 +89,10 @@ class RuntimeOptions:
             raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.compile and not self.fused:
             raise InputError("compile=True needs fused=True")
-        if self.chunk_seconds is not None and self.chunk_seconds <= 0:
-            raise InputError(f"chunk_seconds must be > 0, got {self.chunk_seconds}")
-        if self.overlap_seconds < 0:
-            raise InputError(f"overlap_seconds must be >= 0, got {self.overlap_seconds}")
+        if self.chunk_seconds is not None and not (math.isfinite(self.chunk_seconds) and self.chunk_seconds > 0):
+            raise InputError(f"chunk_seconds must be > 0 and finite, got {self.chunk_seconds}")
+        if not (math.isfinite(self.overlap_seconds) and self.overlap_seconds >= 0):
+            raise InputError(f"overlap_seconds must be >= 0 and finite, got {self.overlap_seconds}")
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -12,10 +12,12 @@ import soundfile
 import torch
 
 from mbd import checkpoint
-from mbd.cli import COMMANDS, _options, build_parser, main
-from mbd.errors import CheckpointError, InputError, TokenError
+from mbd.arguments import check_steps, decoding_options
+from mbd.cli import COMMANDS, build_parser, main
+from mbd.errors import CheckpointError, CommandError, InputError, TokenError
 from mbd.hub import DownloadError
-from tests.conftest import GOLDEN
+from mbd.options import SamplingOptions
+from tests.conftest import GOLDEN, tiny, tiny_mel_model
 
 SR = 24000
 
@@ -210,9 +212,12 @@ def test_python_dash_m_help() -> None:
     assert result.returncode == 0 and "decode" in result.stdout and "regenerate" in result.stdout
 
 
-def test_flags_become_sampling_and_runtime_options() -> None:
+def test_flags_become_sampling_and_runtime_options(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # parsing only: no GPU needed
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
     def options(*flags: str):  # noqa: ANN202
-        return _options(build_parser().parse_args(["decode", "in.npy", "-o", "out.wav", *flags]))
+        return decoding_options(build_parser().parse_args(["decode", "in.npy", "-o", "out.wav", *flags]))
 
     def fused(*flags: str) -> bool:
         return options(*flags)[1].fused
@@ -260,7 +265,7 @@ def test_bad_options_are_user_errors(tmp_path: Path, capsys) -> None:
     np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))
     # Validated by RuntimeOptions before any model loads.
     assert main(["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"), "--chunk-seconds", "-1"]) == 2
-    assert capsys.readouterr().err == "mbd: error: chunk_seconds must be > 0, got -1.0\n"
+    assert capsys.readouterr().err == "mbd: error: --chunk-seconds must be > 0 and finite, got -1.0\n"
     assert main(["encode", str(_tone(tmp_path / "t.wav")), "-o", str(tmp_path / "t.npy"), "--bandwidth", "2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mbd: error: --bandwidth: EnCodec 24 kHz has no 2.0 kbps mode") and err.count("\n") == 1
@@ -278,3 +283,87 @@ def test_too_many_steps_is_one_line(tmp_path: Path, model_path: Path, encodec_we
     args = ["--model", str(model_path), "--codec-weights", str(encodec_weights), "--steps", "5000"]
     assert main(["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"), *args]) == 2
     assert "5000" in capsys.readouterr().err
+
+
+def test_full_chain_steps_accepted_and_too_many_refused_briefly() -> None:
+    model = tiny()  # 1000 diffusion steps
+    assert SamplingOptions("ddpm", 1000).step_list(model) == list(range(999, -1, -1))  # every step, once
+    check_steps(SamplingOptions("ddpm", 1000), model)
+    with pytest.raises(CommandError, match="^--steps 5000: ") as caught:
+        check_steps(SamplingOptions("ddpm", 5000), model)
+    assert len(str(caught.value)) < 200
+
+
+def test_batched_file_to_one_named_file_is_refused(tmp_path: Path, run, codes: np.ndarray) -> None:
+    np.save(tmp_path / "two.npy", np.concatenate([codes, codes]))  # [2, K, T]: two clips
+    code, err = run("decode", str(tmp_path / "two.npy"), "-o", str(tmp_path / "m.wav"))
+    assert code == 2 and "-o " in err and "m.wav" in err and "two.npy holds several clips" in err
+    assert not (tmp_path / "m.wav").exists()
+
+
+def test_numbered_outputs_that_collide_name_both_inputs(tmp_path: Path, run, codes: np.ndarray) -> None:
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "x.npy", np.concatenate([codes, codes]))  # writes x_0.wav and x_1.wav
+    np.save(tmp_path / "in" / "x_0.npy", codes)  # writes x_0.wav
+    code, err = run("decode", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--overwrite")
+    assert code == 2 and "x.npy" in err and "x_0.npy" in err and "x_0.wav" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_0.wav"]  # one input kept, not replaced
+
+
+def test_existing_folder_named_like_a_file_is_a_folder(tmp_path: Path, run, codes: np.ndarray) -> None:
+    target = tmp_path / "x.wav"
+    target.mkdir()
+    (target / "keep.txt").write_text("kept")
+    code, err = run("decode", str(tmp_path / "tone.npy"), "-o", str(target), "--overwrite")
+    assert code == 0, err
+    _check_wav(target / "tone.wav", codes.shape[-1])
+    assert (target / "keep.txt").read_text() == "kept"
+
+
+def test_write_errors_name_the_file_and_the_real_flag(tmp_path: Path, run, codes: np.ndarray) -> None:
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"keep me")
+    code, err = run("decode", str(tmp_path / "tone.npy"), "-o", str(out))
+    assert code == 2 and "out.wav" in err and "--overwrite" in err and "--force" not in err
+
+
+@pytest.fixture(scope="module")
+def mel_model_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("mel") / "mel.safetensors"
+    tiny_mel_model().save(path)
+    return path
+
+
+def test_vocode_refuses_npz_and_batched_mel_to_one_file(tmp_path: Path, mel_model_path: Path, capsys) -> None:
+    mel = np.random.default_rng(0).uniform(-8, 1, (100, 12)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", mel=mel)
+    (tmp_path / "zip.npy").write_bytes((tmp_path / "x.npz").read_bytes())  # an archive under a .npy name
+    np.save(tmp_path / "two.npy", np.stack([mel, mel]))
+    model = ["--model", str(mel_model_path), "--steps", "2", "--seed", "0"]
+    expected = {"x.npz": "not a .npy file", "zip.npy": ".npz archive", "two.npy": "two.npy holds several clips"}
+    for name, words in expected.items():
+        assert main(["vocode", str(tmp_path / name), "-o", str(tmp_path / "m.wav"), *model]) == 2
+        err = capsys.readouterr().err
+        assert name in err and words in err and "Traceback" not in err, err
+        assert not (tmp_path / "m.wav").exists()
+
+
+def test_convert_into_missing_folders(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "new" / "deeper" / "m.safetensors"
+    assert main(["convert", str(GOLDEN / "mbd_comp_2_reduced.pt"), str(out)]) == 0
+    assert checkpoint.load(out)[0]["bands"]
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["convert", str(tmp_path / "junk.pt"), str(tmp_path / "other" / "m.safetensors")]) == 2
+    assert "junk.pt" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+def test_codec_weights_that_are_not_encodec_name_the_file(tmp_path: Path, model_path: Path, capsys) -> None:
+    torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "other.th")
+    np.save(tmp_path / "c.npy", np.zeros((4, 10), dtype=np.int64))
+    _tone(tmp_path / "t.wav")
+    for argv in (["decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"), "--model", str(model_path)],
+                 ["encode", str(tmp_path / "t.wav"), "-o", str(tmp_path / "t.npy")]):
+        assert main([*argv, "--codec-weights", str(tmp_path / "other.th")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mbd: error: --codec-weights {tmp_path / 'other.th'}: not EnCodec"), err
+        assert err.count("\n") == 1
