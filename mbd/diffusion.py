@@ -264,28 +264,9 @@ def _target(steps: list[int], i: int) -> int | None:
     return steps[i + 1] if i < len(steps) - 2 else None
 
 
-def ddim_sample(
-    denoise: Denoiser,
-    x_T: torch.Tensor,
-    schedules: Schedules,
-    steps: list[int],
-    clip: bool = True,
-    on_step: StepCallback | None = None,
-) -> torch.Tensor:
-    """Deterministic DDIM (Song et al., 2021, eq. 12 with eta = 0) on an eps-predicting model.
-
-    Args:
-        denoise: noise predictor `[B, n * C, L] -> [B, n * C, L]` (n = number of schedules).
-        x_T: standard Gaussian initial noise `[B, n * C, L]`.
-        schedules: one schedule per band (or one).
-        steps: a valid step list, e.g. `spaced_steps(10)`; like DDPM the last iteration lands on alpha_bar = 1.
-        clip: clamp every iterate to each schedule's `[-clip, clip]`, as `ddpm_sample` does.
-        on_step: called as `on_step(i, x)` after iteration i.
-
-    Returns:
-        the final state `[B, n * C, L]`.
-    """
-    schedules = _as_list(schedules)
+def _ddim_update(schedules: list[PowerSchedule], steps: list[int]) -> Update:
+    """Deterministic DDIM (Song et al., 2021, eq. 12 with eta = 0); like DDPM, the last iteration lands on
+    alpha_bar = 1."""
 
     def update(i: int, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         alpha_t, sigma_t = _alpha_sigma(schedules, steps[i], x)
@@ -295,27 +276,17 @@ def ddim_sample(
         # (2) eq. 12, eta = 0: x_s = sqrt(alpha_bar_s) x0 + sqrt(1 - alpha_bar_s) eps
         return alpha_s * x0 + sigma_s * eps
 
-    return _run(update, denoise, x_T, schedules, steps, clip, on_step)
+    return update
 
 
-def dpmpp_2m_sample(
-    denoise: Denoiser,
-    x_T: torch.Tensor,
-    schedules: Schedules,
-    steps: list[int],
-    clip: bool = True,
-    on_step: StepCallback | None = None,
-) -> torch.Tensor:
+def _dpmpp_2m_update(schedules: list[PowerSchedule], steps: list[int]) -> Update:
     """DPM-Solver++(2M) (Lu et al., 2022, Algorithm 2): a second-order multistep solver in data prediction.
 
     With alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t) and lambda_t = log(alpha_t / sigma_t),
     each step is x_s = sigma_s / sigma_t x_t - alpha_s (exp(-h) - 1) D with h = lambda_s - lambda_t and
     D the second-order combination of the current and previous x0 predictions. The first step and the
     last (onto the clean signal) are first order, which makes the last one return the x0 prediction.
-
-    Args and returns: those of `ddim_sample`.
     """
-    schedules = _as_list(schedules)
     x0_prev: torch.Tensor | None = None
     h_prev: torch.Tensor | None = None
 
@@ -335,7 +306,37 @@ def dpmpp_2m_sample(
         x0_prev, h_prev = x0, h
         return sigma_s / sigma_t * x - alpha_s * torch.expm1(-h) * d
 
-    return _run(update, denoise, x_T, schedules, steps, clip, on_step)
+    return update
+
+
+_ODE_UPDATES = {"ddim": _ddim_update, "dpm++2m": _dpmpp_2m_update}
+
+
+def ode_sample(
+    solver: Literal["ddim", "dpm++2m"],
+    denoise: Denoiser,
+    x_T: torch.Tensor,
+    schedules: Schedules,
+    steps: list[int],
+    clip: bool = True,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """A deterministic sampler on an eps-predicting model: it draws only the initial noise.
+
+    Args:
+        solver: "ddim" (`_ddim_update`) or "dpm++2m" (`_dpmpp_2m_update`).
+        denoise: noise predictor `[B, n * C, L] -> [B, n * C, L]` (n = number of schedules).
+        x_T: standard Gaussian initial noise `[B, n * C, L]`.
+        schedules: one schedule per band (or one).
+        steps: a valid step list, e.g. `spaced_steps(10)`.
+        clip: clamp every iterate to each schedule's `[-clip, clip]`, as `ddpm_sample` does.
+        on_step: called as `on_step(i, x)` after iteration i.
+
+    Returns:
+        the final state `[B, n * C, L]`.
+    """
+    schedules = _as_list(schedules)
+    return _run(_ODE_UPDATES[solver](schedules, steps), denoise, x_T, schedules, steps, clip, on_step)
 
 
 def sample(
@@ -353,8 +354,6 @@ def sample(
     """
     if sampler == "ddpm":
         return ddpm_sample(denoise, noise(), schedules, steps, noise, on_step)
-    if sampler == "ddim":
-        return ddim_sample(denoise, noise(), schedules, steps, on_step=on_step)
-    if sampler == "dpm++2m":
-        return dpmpp_2m_sample(denoise, noise(), schedules, steps, on_step=on_step)
+    if sampler in _ODE_UPDATES:
+        return ode_sample(sampler, denoise, noise(), schedules, steps, on_step=on_step)  # type: ignore[arg-type]
     raise InputError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")

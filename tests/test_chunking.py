@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mbd.chunking import chunk_spans, crossfade_window, decode_in_chunks
-from mbd.diffusion import PowerSchedule, ddim_sample, spaced_steps
+from mbd.diffusion import PowerSchedule, ode_sample, spaced_steps
 from mbd.options import RuntimeOptions
 from tests.conftest import HOP, ToyCodec, latents, oracle, tiny_mbd
 
@@ -41,7 +41,7 @@ def test_oracle_chunked_equals_unchunked(chunk: int, overlap: int) -> None:
         target = x0[..., start : start + samples]
         calls.append(samples)
         x_T = torch.randn(target.shape, generator=torch.Generator().manual_seed(len(calls)))
-        return ddim_sample(oracle(target, schedule), x_T, schedule, spaced_steps(4))
+        return ode_sample("ddim", oracle(target, schedule), x_T, schedule, spaced_steps(4))
 
     whole = decode(lat, length)
     chunked = decode_in_chunks(decode, lat, hop, length, chunk, overlap)
