@@ -8,16 +8,17 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import __version__
 from .api import DEFAULT_MEL_MODEL, DEFAULT_MODEL, decode_codes, load_model, vocode_mels
+from .arrays import ArrayTooLarge, load_npy
 from .audio import AUDIO_SUFFIXES, read_audio, write_audio
 from .batch import MEL_SUFFIXES, TOKEN_SUFFIXES, Item, Report, expand_inputs, output_path
 from .codec import validate_codes
 from .errors import AudioError, CommandError, InputError, MBDError, MelError, TokenError
 from .hub import DownloadError, LicenceNotice
+from .memory import MemoryLimitError, check_job, check_memory, encode_bytes, memory_limit
 from .options import RuntimeOptions, SamplingOptions, runtime_options
 from .tokens import read_tokens, write_tokens
 
@@ -44,6 +45,14 @@ def _decode_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the fused network (implies --fused)")
     parser.add_argument("--chunk-seconds", type=float, help="decode long audio in crossfaded chunks")
+    _memory_option(parser)
+
+
+def _memory_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-memory", help="refuse jobs estimated to need more memory, e.g. 8G or 512M (default: $MBD_MAX_MEMORY, "
+        "else 90%% of the available memory)"
+    )
 
 
 def _outputs(parser: argparse.ArgumentParser, what: str) -> None:
@@ -85,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["npy", "ecdc"], default="npy")
     p.add_argument("--bandwidth", type=float, default=3.0, help="kbps: 1.5, 3, 6, 12 or 24 (default 3)")
     p.add_argument("--codec-weights", help="local EnCodec weights file instead of the cached download")
+    _memory_option(p)
 
     p = sub.add_parser("convert", help="AudioCraft .pt/.th checkpoint to our .safetensors format")
     p.add_argument("input", type=Path)
@@ -148,10 +158,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 f"{item.path}: tokens of a {token_file.sample_rate} Hz codec, but the model runs at "
                 f"{mbd.sample_rate} Hz"
             )
+        check_job(mbd, len(codes), codes.shape[-1] * mbd.hop_length, runtime, args.max_memory, str(item.path))
         return codes
 
     def run(codes: torch.Tensor) -> torch.Tensor:
-        return decode_codes(mbd, codes, sampling, runtime)
+        return decode_codes(mbd, codes, sampling, runtime, args.max_memory)
 
     _convert_files(mbd, items, read, TokenError, run, args, report)
     return report.summary("decoded")
@@ -160,14 +171,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def _read_mel(path: Path, mbd, report: Report) -> torch.Tensor:  # noqa: ANN001
     """A `.npy` log-mel as a checked `[B, n_mels, T]` tensor; value warnings become notes."""
     try:
-        array = np.load(path, allow_pickle=False)
+        array = load_npy(path)
+    except ArrayTooLarge as err:
+        raise MelError(str(err)) from None
     except (OSError, ValueError) as err:
         raise MelError(f"{path}: not a readable .npy array ({err})") from None
-    if not np.issubdtype(array.dtype, np.floating):
-        raise MelError(f"{path}: expected floating-point log-mel values, got {array.dtype}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mel = mbd.features.check(torch.from_numpy(np.ascontiguousarray(array)), name=str(path))
+        mel = mbd.features.check(array, name=str(path))
     for warning in caught:
         report.note(path, str(warning.message).removeprefix(f"{path}: "))
     return mel
@@ -186,9 +197,14 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     def run(mel: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # value warnings were already reported per file
             warnings.simplefilter("ignore", UserWarning)
-            return vocode_mels(mbd, mel, sampling, runtime)
+            return vocode_mels(mbd, mel, sampling, runtime, args.max_memory)
 
-    _convert_files(mbd, items, lambda item: _read_mel(item.path, mbd, report), MelError, run, args, report)
+    def read(item: Item) -> torch.Tensor:
+        mel = _read_mel(item.path, mbd, report)
+        check_job(mbd, len(mel), mel.shape[-1] * mbd.hop_length, runtime, args.max_memory, str(item.path))
+        return mel
+
+    _convert_files(mbd, items, read, MelError, run, args, report)
     return report.summary("vocoded")
 
 
@@ -210,7 +226,7 @@ def _convert_files(
         try:
             data = read(item)
             ready.append((item, data, _planned_outputs(args, item, single, suffix, len(data))))
-        except (error, FileExistsError) as err:
+        except (error, FileExistsError, MemoryLimitError) as err:
             report.fail(str(err))
     _decode_batches(mbd, ready, run, args, report)
 
@@ -266,14 +282,16 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
             wav, notes = read_audio(item.path, mbd.sample_rate)
             for note in notes:
                 report.note(item.path, note)
-            if wav.shape[-1] < mbd.hop_length * 2:
-                raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least 2 frames")
+            if wav.shape[-1] < mbd.min_samples:
+                raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least {mbd.min_samples}")
+            check_job(mbd, 1, wav.shape[-1], runtime, args.max_memory, str(item.path), encode=mbd.codec is not None,
+                      re_eq=False)
             result = mbd.regenerate(
                 wav[None], mbd.sample_rate, steps=steps, generator=generator, sampler=sampling.sampler, options=runtime
             )
             _write(out, result[0].cpu(), mbd.sample_rate, args.overwrite, report)
             report.done.append(item.path)
-        except (AudioError, FileExistsError) as err:
+        except (AudioError, FileExistsError, MemoryLimitError) as err:
             report.fail(str(err))
     return report.summary("regenerated")
 
@@ -299,11 +317,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
             wav, notes = read_audio(item.path, codec.sample_rate)
             for note in notes:
                 report.note(item.path, note)
+            check_memory(encode_bytes(1, wav.shape[-1]), memory_limit(args.max_memory), str(item.path))
             codes = codec.encode(wav[None])
             out.parent.mkdir(parents=True, exist_ok=True)
             write_tokens(out, codes, overwrite=args.overwrite, audio_length=wav.shape[-1])
             report.done.append(item.path)
-        except (AudioError, FileExistsError, TokenError) as err:
+        except (AudioError, FileExistsError, TokenError, MemoryLimitError) as err:
             report.fail(str(err))
     return report.summary("encoded")
 

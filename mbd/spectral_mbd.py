@@ -26,8 +26,10 @@ from tqdm import tqdm
 from . import checkpoint, flow
 from .diffusion import PowerSchedule, spaced_steps
 from .diffusion import sample as diffusion_sample
+from .errors import AudioError, OutputError
 from .frame_net import FrameNet, FrameNetConfig
 from .mel import MelConfig, MelSpectrogram
+from .resample import resample
 from .spectral import SpectralBands, SpectralConfig
 
 Objective = Literal["flow", "ddpm"]
@@ -155,6 +157,11 @@ class SpectralMBD(nn.Module):
     @property
     def hop_length(self) -> int:
         return self.config.mel.hop_length
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest audio `regenerate` takes, at the model's rate (`MelConfig.min_samples`)."""
+        return self.config.mel.min_samples
 
     @property
     def device(self) -> torch.device:
@@ -311,7 +318,7 @@ class SpectralMBD(nn.Module):
         else:
             wav = self.features.equalize(wav, mel, mel_eq)
         if not torch.isfinite(wav).all():
-            raise FloatingPointError("vocode produced NaN or infinite samples (are the model's weights finite?)")
+            raise OutputError("vocode produced NaN or infinite samples (are the model's weights finite?)")
         return wav if batched else wav[0]
 
     @torch.no_grad()
@@ -326,17 +333,17 @@ class SpectralMBD(nn.Module):
         options: object | None = None,
     ) -> torch.Tensor:
         """Audio `[B, C, L]` to log-mel and back, each channel on its own, at the input's rate."""
-        import julius
-
         wav = wav.to(self.device)
         length = wav.shape[-1]
         if sample_rate != self.sample_rate:  # full: keep every input sample for the way back
-            wav = julius.resample_frac(wav, sample_rate, self.sample_rate, full=True)
+            wav = resample(wav, sample_rate, self.sample_rate, full=True)
         B, C, L = wav.shape
+        if L < self.min_samples:
+            raise AudioError(f"audio too short: {L} samples at {self.sample_rate} Hz, need at least {self.min_samples}")
         mel = self.features.frame_aligned(wav.reshape(B * C, 1, L))  # [B * C, n_mels, T]
         out = self.vocode(mel, steps=steps, generator=generator)[..., :L].reshape(B, C, L)
         if sample_rate != self.sample_rate:
-            out = julius.resample_frac(out, self.sample_rate, sample_rate, output_length=length)
+            out = resample(out, self.sample_rate, sample_rate, output_length=length)
         return out
 
 
