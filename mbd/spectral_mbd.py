@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint, flow
+from .config import check_values
 from .diffusion import PowerSchedule, spaced_steps
 from .diffusion import sample as diffusion_sample
 from .errors import AudioError, OutputError
@@ -85,15 +86,23 @@ class SpectralMBDConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpectralMBDConfig:
+        """Parse a stored config; a malformed one (keys, types, ranges: `check_values`) is a ValueError."""
+        tables = ("mel", "spectral", "net", "diffusion")
         data = {k: v for k, v in data.items() if k != "family"}
-        return cls(
-            **{k: v for k, v in data.items() if k not in ("mel", "spectral", "net", "schedules", "diffusion")},
-            mel=MelConfig(**data["mel"]),
-            spectral=SpectralConfig(**data["spectral"]),
-            net=FrameNetConfig(**data["net"]),
-            schedules=tuple(flow.FlowSchedule(**s) for s in data["schedules"]),
-            diffusion=PowerSchedule(**data["diffusion"]),
-        )
+        if any(not isinstance(data.get(k), dict) for k in tables) or not isinstance(data.get("schedules"), list):
+            raise ValueError(f"config: {', '.join(tables)} must be tables and schedules a list")
+        try:
+            config = cls(
+                **{k: v for k, v in data.items() if k not in (*tables, "schedules")},
+                mel=MelConfig(**data["mel"]),
+                spectral=SpectralConfig(**data["spectral"]),
+                net=FrameNetConfig(**data["net"]),
+                schedules=tuple(flow.FlowSchedule(**s) for s in data["schedules"]),
+                diffusion=PowerSchedule(**data["diffusion"]))
+        except TypeError as err:  # unknown or missing keys, or values of the wrong type
+            raise ValueError(f"config: {err}") from None
+        check_values(config, "config")
+        return config
 
 
 class SpectralMBD(nn.Module):
@@ -114,16 +123,22 @@ class SpectralMBD(nn.Module):
 
     # --- construction and files -------------------------------------------------------------------------
 
+    @staticmethod
+    def fixed_state(config: SpectralMBDConfig) -> dict[str, torch.Tensor]:
+        """The buffers outside the network (the mel filters and bands), named as in `state_dict`."""
+        features = MelSpectrogram(config.mel)
+        bands = SpectralBands(config.spectral, features.mel.mel_scale.fb)
+        return nn.ModuleDict({"features": features, "bands": bands}).state_dict()
+
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SpectralMBD:
         """Build from a stored `(config, tensors)` pair; every key and shape must match."""
         model = cls(SpectralMBDConfig.from_dict(config))
         expected = model.state_dict()
         if set(expected) != set(tensors):
-            raise checkpoint.CheckpointError(
-                f"checkpoint does not match its config: missing {sorted(set(expected) - set(tensors))[:8]}, "
-                f"unexpected {sorted(set(tensors) - set(expected))[:8]}"
-            )
+            missing, unexpected = sorted(set(expected) - set(tensors))[:8], sorted(set(tensors) - set(expected))[:8]
+            raise checkpoint.CheckpointError(f"checkpoint does not match its config: missing {missing}, "
+                                             f"unexpected {unexpected}")
         wrong = [k for k, t in expected.items() if t.shape != tensors[k].shape]
         if wrong:
             raise checkpoint.CheckpointError(f"checkpoint shapes do not match its config: {wrong[:8]}")

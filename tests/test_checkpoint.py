@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mbd import MultiBandDiffusion, checkpoint
+from mbd.errors import CheckpointError
 from mbd.processor import BandProcessor, ProcessorConfig
 from mbd.unet import DiffusionUNet, UNetConfig
 from tests.conftest import GOLDEN
@@ -157,5 +158,7 @@ def test_our_file_is_not_taken_for_a_pickle_when_its_first_byte_is_0x80(tmp_path
         if path.read_bytes()[:1] == b"\x80":
             break
     assert path.read_bytes()[:1] == b"\x80"
-    config, tensors = checkpoint.load(path)
+    config, tensors = checkpoint.read_ours(path)
     assert config == {} and torch.equal(tensors["w"], torch.zeros(2))
+    with pytest.raises(CheckpointError, match="bad config: config: missing keys"):  # read as ours, then checked
+        checkpoint.load(path)
