@@ -16,6 +16,7 @@ import collections
 import json
 import os
 import pickle
+import re
 import typing
 import zipfile
 from pathlib import Path
@@ -66,6 +67,13 @@ _SAFE_GLOBALS: list[Any] = [
 ]
 
 
+def pickle_refusal(err: Exception) -> str:
+    """What a pickle refused by torch's `weights_only` loader asked for, in a few words (torch's own message
+    spans lines and suggests loading the file unsafely, which is never repeated to the user)."""
+    match = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return f"the pickle asks for {match[1]}" if match else "the pickle asks for something unsafe"
+
+
 def _plain(node: Any) -> Any:
     """Turn unpickled OmegaConf stand-ins into plain dicts, lists and values."""
     if isinstance(node, _OmegaConfStub):
@@ -90,10 +98,7 @@ def read_audiocraft(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             pkg = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused to load: the pickle asks for something other than tensors and configs "
-            f"({str(err).splitlines()[0]})"
-        ) from None
+        raise CheckpointError(f"{path}: refused to load: {pickle_refusal(err)}, not only tensors and configs") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from None
     if not isinstance(pkg, dict) or "n_bands" not in pkg or "sample_rate" not in pkg:

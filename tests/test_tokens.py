@@ -283,3 +283,18 @@ def test_arrays_are_size_checked_from_their_headers(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(np.lib.format, "read_array", no_inflation)
     with pytest.raises(TokenError, match=r"bomb\.npz \(key 'codes'\): holds a \[4, 100000\] int64 array of 3 MB"):
         read_tokens(tmp_path / "bomb.npz")
+
+
+def test_hostile_pickle_is_one_line(tmp_path: Path) -> None:
+    import io as io_module
+
+    class _OpensAFile:
+        def __reduce__(self):
+            return io_module.open, (str(tmp_path / "x"), "w")
+
+    torch.save({"codes": _OpensAFile()}, tmp_path / "evil.pt")
+    with pytest.raises(TokenError) as err:
+        read_tokens(tmp_path / "evil.pt")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'evil.pt'}: refused to load: the pickle asks for ") and "\n" not in message
+    assert "weights_only" not in message and not (tmp_path / "x").exists()
