@@ -67,11 +67,15 @@ _SAFE_GLOBALS: list[Any] = [
 ]
 
 
-def pickle_refusal(err: Exception) -> str:
-    """What a pickle refused by torch's `weights_only` loader asked for, in a few words (torch's own message
-    spans lines and suggests loading the file unsafely, which is never repeated to the user)."""
-    match = re.search(r"GLOBAL ([\w.]+)", str(err))
-    return f"the pickle asks for {match[1]}" if match else "the pickle asks for something unsafe"
+def pickle_error(err: Exception) -> tuple[bool, str]:
+    """`(refused, reason)` for an error of torch's `weights_only` loader: whether the pickle asked for a
+    global that is not allowed, and the reason in a few words on one line (torch's own message spans lines
+    and suggests loading the file unsafely, which is never repeated to the user)."""
+    text = str(err)
+    if match := re.search(r"GLOBAL ([\w.]+)", text):
+        return True, f"the pickle asks for {match[1]}"
+    detail = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
+    return False, next((line.strip() for line in detail.splitlines() if line.strip()), type(err).__name__)[:200]
 
 
 def _plain(node: Any) -> Any:
@@ -98,7 +102,10 @@ def read_audiocraft(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             pkg = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused to load: {pickle_refusal(err)}, not only tensors and configs") from None
+        refused, reason = pickle_error(err)
+        if not refused:
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: refused to load: {reason}, not only tensors and configs") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from None
     if not isinstance(pkg, dict) or "n_bands" not in pkg or "sample_rate" not in pkg:

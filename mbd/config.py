@@ -89,7 +89,7 @@ class MBDConfig:
         `objective` ("ddpm").
         """
         top = _fields(cls, data, "config", optional={"features"})
-        if not isinstance(top["bands"], list):
+        if not isinstance(top["bands"], (list, tuple)):
             raise ValueError(f"config.bands: expected a list of band tables, got {type(top['bands']).__name__}")
         if len(top["bands"]) > MAX_BANDS:
             raise ValueError(f"config.bands: {len(top['bands'])} bands, at most {MAX_BANDS} are supported")

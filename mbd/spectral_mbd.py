@@ -87,13 +87,13 @@ class SpectralMBDConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpectralMBDConfig:
         """Parse a stored config; a malformed one (keys, types, ranges: `check_values`) is a ValueError."""
-        tables = ("mel", "spectral", "net", "diffusion")
+        keys = ("mel", "spectral", "net", "diffusion")
         data = {k: v for k, v in data.items() if k != "family"}
-        if any(not isinstance(data.get(k), dict) for k in tables) or not isinstance(data.get("schedules"), list):
-            raise ValueError(f"config: {', '.join(tables)} must be tables and schedules a list")
+        if any(not isinstance(data.get(k), dict) for k in keys) or not isinstance(data.get("schedules"), list | tuple):
+            raise ValueError(f"config: {', '.join(keys)} must be tables and schedules a list")
         try:
             config = cls(
-                **{k: v for k, v in data.items() if k not in (*tables, "schedules")},
+                **{k: v for k, v in data.items() if k not in (*keys, "schedules")},
                 mel=MelConfig(**data["mel"]),
                 spectral=SpectralConfig(**data["spectral"]),
                 net=FrameNetConfig(**data["net"]),

@@ -24,7 +24,7 @@ from torch import nn
 from mbd import ecdc
 from mbd.arrays import ArrayTooLarge, load_npy, load_npz_member
 from mbd.atomic import atomic_path
-from mbd.checkpoint import pickle_refusal
+from mbd.checkpoint import pickle_error
 from mbd.codec import EncodecCodec, n_q_to_bandwidth, validate_codes
 from mbd.errors import TokenError
 from mbd.hub import DownloadError
@@ -133,7 +133,10 @@ def read_tokens(path: str | os.PathLike, *, lm: nn.Module | None = None) -> Toke
     except ArrayTooLarge as err:
         raise TokenError(str(err)) from None
     except pickle.UnpicklingError as err:
-        raise TokenError(f"{name}: refused to load: {pickle_refusal(err)}; token files hold only tensors") from None
+        refused, reason = pickle_error(err)
+        if not refused:
+            raise TokenError(f"{name}: cannot read {suffix} file: {reason}") from None
+        raise TokenError(f"{name}: refused to load: {reason}; token files hold only tensors") from None
     except Exception as err:  # numpy, zipfile, zlib and pickle raise many kinds for corrupted files
         raise TokenError(f"{name}: cannot read {suffix} file: {err or type(err).__name__}") from err
     codes = validate_codes(token_file.codes, n_q=None, cardinality=None, name=name)

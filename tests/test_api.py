@@ -98,3 +98,15 @@ def test_nan_weights_never_give_a_nan_output(tmp_path: Path, encodec_weights: Pa
     checkpoint.save(path, config, tensors)
     with pytest.raises(checkpoint.CheckpointError, match=f"nan.safetensors: tensor {name} holds NaN"):
         _decode(torch.zeros(4, 5, dtype=torch.long), path, encodec_weights)
+
+
+def test_cli_max_memory_refuses_a_file_before_work(tmp_path: Path, model_path: Path, encodec_weights: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    from mbd.cli import main
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 30), dtype=np.int64))
+    args = ["--model", str(model_path), "--codec-weights", str(encodec_weights), "--device", "cpu", "--steps", "2"]
+    code = main(["decode", str(tmp_path / "x.npy"), "-o", str(tmp_path / "out"), "--max-memory", "1M", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'x.npy'}: needs about" in err and "--chunk-seconds" in err
+    assert not list(tmp_path.glob("out/*"))
