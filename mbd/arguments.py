@@ -45,6 +45,14 @@ def _decode_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the fused network (implies --fused)")
     parser.add_argument("--chunk-seconds", type=float, help="decode long audio in crossfaded chunks")
+    _memory_option(parser)
+
+
+def _memory_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-memory", help="refuse jobs estimated to need more memory, e.g. 8G or 512M (default: $MBD_MAX_MEMORY, "
+        "else 90%% of the available memory)"
+    )
 
 
 def _outputs(parser: argparse.ArgumentParser, what: str, suffixes: str) -> None:
@@ -90,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["npy", "ecdc"], default="npy")
     p.add_argument("--bandwidth", type=float, default=3.0, help="kbps: 1.5, 3, 6, 12 or 24 (default 3)")
     p.add_argument("--codec-weights", help="local EnCodec weights file instead of the cached download")
+    _memory_option(p)
 
     p = sub.add_parser("convert", help="AudioCraft .pt/.th checkpoint to our .safetensors format")
     p.add_argument("input", type=Path)

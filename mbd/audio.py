@@ -6,13 +6,13 @@ import math
 import os
 from pathlib import Path
 
-import julius
 import numpy as np
 import soundfile
 import torch
 
 from .atomic import atomic_path
 from .errors import AudioError
+from .resample import SampleRateError, check_rate, resample
 
 __all__ = ["AUDIO_SUFFIXES", "AudioError", "read_audio", "write_audio"]
 
@@ -32,7 +32,7 @@ def read_audio(
 
     Args:
         path: any file libsndfile reads (WAV, FLAC, OGG, ...).
-        target_sr: sample rate to return, in Hz; other rates are resampled with `julius.resample_frac`.
+        target_sr: sample rate to return, in Hz; other rates (1 to 384 kHz) are resampled (`mbd.resample`).
         start: first sample of the window, at `target_sr`.
         length: samples in the window, at `target_sr`, zero-padded past the end of the file; None reads the
             whole file (which must then hold samples).
@@ -42,11 +42,14 @@ def read_audio(
         resampling).
 
     Raises:
-        AudioError: the file is missing, unreadable, empty or holds non-finite samples.
+        AudioError: the file is missing, unreadable, empty, at an unsupported sample rate or holds non-finite
+            samples.
     """
     try:
         with soundfile.SoundFile(str(path)) as f:
             sample_rate = f.samplerate
+            if sample_rate != target_sr:
+                check_rate(sample_rate)
             if length is None:
                 data = f.read(dtype="float32", always_2d=True)  # [L, C]
             else:
@@ -55,6 +58,8 @@ def read_audio(
                 src_start = max(0, int(math.floor(start * ratio)) - margin)
                 f.seek(src_start)
                 data = f.read(int(math.ceil(length * ratio)) + 2 * margin, dtype="float32", always_2d=True)
+    except SampleRateError as err:
+        raise AudioError(f"{path}: {err}") from None
     except (OSError, RuntimeError, ValueError) as err:  # soundfile.LibsndfileError is a RuntimeError
         raise AudioError(f"{path}: cannot read audio: {err}") from err
     if length is None and data.shape[0] == 0:
@@ -68,7 +73,7 @@ def read_audio(
         wav = wav.mean(dim=0, keepdim=True)  # [1, L]
     if sample_rate != target_sr:
         notes.append(f"resampled {sample_rate} Hz -> {target_sr} Hz")
-        wav = julius.resample_frac(wav, sample_rate, target_sr)
+        wav = resample(wav, sample_rate, target_sr)
         if length is not None:
             wav = wav[:, start - round(src_start / ratio) :]  # drop the context before `start`
     if length is not None:
@@ -93,7 +98,7 @@ def write_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, *,
 
     Raises:
         FileExistsError: `path` exists and `overwrite` is False.
-        AudioError: unknown extension or a badly shaped `wav`.
+        AudioError: unknown extension, a badly shaped `wav`, or NaN/inf samples (nothing is written).
     """
     path = Path(path)
     audio_format = _FORMATS.get(path.suffix.lower())
@@ -105,6 +110,9 @@ def write_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, *,
         raise AudioError(f"{path}: the folder {path.parent} does not exist")
     notes = []
     data = wav.detach().to("cpu", torch.float32)
+    if not torch.isfinite(data).all():
+        bad = int((~torch.isfinite(data)).sum())
+        raise AudioError(f"{path}: not written: the audio holds {bad} NaN or infinite samples")
     clipped = int((data.abs() > 1).sum())
     if clipped:
         notes.append(f"clipped {clipped} samples outside [-1, 1]")

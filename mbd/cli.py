@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import sys
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,11 +19,13 @@ import torch
 
 from .api import decode_codes, load_model, vocode_mels
 from .arguments import build_parser, check_codec_weights, check_steps, decoding_options
+from .arrays import ArrayTooLarge, load_npy
 from .audio import AUDIO_SUFFIXES, read_audio, write_audio
 from .batch import MEL_SUFFIXES, TOKEN_SUFFIXES, Item, OutputPlan, Report, expand_inputs, printable
 from .codec import validate_codes
 from .errors import AudioError, CommandError, InputError, MBDError, MelError, TokenError
 from .hub import DownloadError, LicenceNotice
+from .memory import MemoryLimitError, check_job, check_memory, encode_bytes, memory_limit
 from .tokens import read_tokens, write_tokens
 
 OUTPUT_AUDIO = (".wav", ".flac")
@@ -91,10 +94,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 f"{item.path}: tokens of a {token_file.sample_rate} Hz codec, but the model runs at "
                 f"{mbd.sample_rate} Hz"
             )
+        check_job(mbd, len(codes), codes.shape[-1] * mbd.hop_length, runtime, args.max_memory, str(item.path))
         return codes
 
     def run(codes: torch.Tensor) -> torch.Tensor:
-        return decode_codes(mbd, codes, sampling, runtime)
+        return decode_codes(mbd, codes, sampling, runtime, args.max_memory)
 
     _convert_files(mbd, items, plan, read, TokenError, run, args, report)
     return report.summary("decoded")
@@ -105,16 +109,18 @@ def _read_mel(path: Path, mbd, report: Report) -> torch.Tensor:  # noqa: ANN001
     if path.suffix.lower() not in MEL_SUFFIXES:
         raise MelError(f"{path}: not a .npy file; `mbd vocode` reads log-mels saved with numpy.save")
     try:
-        array = np.load(path, allow_pickle=False)
+        if zipfile.is_zipfile(path):  # np.load would open a zip archive (.npz) whatever its name
+            raise MelError(f"{path}: an .npz archive, not a .npy array; save the log-mel with numpy.save")
+        array = load_npy(path)
+    except ArrayTooLarge as err:
+        raise MelError(str(err)) from None
     except (OSError, ValueError, EOFError) as err:
         raise MelError(f"{path}: not a readable .npy array ({err})") from None
-    if not isinstance(array, np.ndarray):  # np.load opens a zip archive (.npz) whatever its name
-        raise MelError(f"{path}: an .npz archive, not a .npy array; save the log-mel with numpy.save")
     if not np.issubdtype(array.dtype, np.floating):
         raise MelError(f"{path}: expected floating-point log-mel values, got {array.dtype}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mel = mbd.features.check(torch.from_numpy(np.ascontiguousarray(array)), name=str(path))
+        mel = mbd.features.check(array, name=str(path))
     for warning in caught:
         report.note(path, str(warning.message).removeprefix(f"{path}: "))
     return mel
@@ -135,9 +141,14 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     def run(mel: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # value warnings were already reported per file
             warnings.simplefilter("ignore", UserWarning)
-            return vocode_mels(mbd, mel, sampling, runtime)
+            return vocode_mels(mbd, mel, sampling, runtime, args.max_memory)
 
-    _convert_files(mbd, items, plan, lambda item: _read_mel(item.path, mbd, report), MelError, run, args, report)
+    def read(item: Item) -> torch.Tensor:
+        mel = _read_mel(item.path, mbd, report)
+        check_job(mbd, len(mel), mel.shape[-1] * mbd.hop_length, runtime, args.max_memory, str(item.path))
+        return mel
+
+    _convert_files(mbd, items, plan, read, MelError, run, args, report)
     return report.summary("vocoded")
 
 
@@ -158,7 +169,7 @@ def _convert_files(
         try:
             data = read(item)
             ready.append((item, data, _planned_outputs(args, plan, item, len(data))))
-        except (error, CommandError, FileExistsError) as err:
+        except (error, CommandError, FileExistsError, MemoryLimitError) as err:
             report.fail(str(err))
         except OSError as err:
             report.fail(_failure(item.path, err))
@@ -222,13 +233,15 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
             wav, notes = read_audio(item.path, mbd.sample_rate)
             for note in notes:
                 report.note(item.path, note)
-            if wav.shape[-1] < mbd.hop_length * 2:
-                raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least 2 frames")
+            if wav.shape[-1] < mbd.min_samples:
+                raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least {mbd.min_samples}")
+            check_job(mbd, 1, wav.shape[-1], runtime, args.max_memory, str(item.path), encode=mbd.codec is not None,
+                      re_eq=False)
             generator = sampling.generators(mbd.device, wav[None])  # the file's own stream, from seed and audio
             result = mbd.regenerate(
                 wav[None], mbd.sample_rate, steps=steps, generator=generator, sampler=sampling.sampler, options=runtime
             )
-        except (AudioError, FileExistsError) as err:
+        except (AudioError, FileExistsError, MemoryLimitError) as err:
             report.fail(str(err))
             continue
         except OSError as err:
@@ -261,11 +274,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
             wav, notes = read_audio(item.path, codec.sample_rate)
             for note in notes:
                 report.note(item.path, note)
+            check_memory(encode_bytes(1, wav.shape[-1]), memory_limit(args.max_memory), str(item.path))
             codes = codec.encode(wav[None])
             out.parent.mkdir(parents=True, exist_ok=True)
             write_tokens(out, codes, overwrite=args.overwrite, audio_length=wav.shape[-1])
             report.done.append(item.path)
-        except (AudioError, FileExistsError, TokenError) as err:
+        except (AudioError, FileExistsError, TokenError, MemoryLimitError) as err:
             report.fail(str(err))
         except OSError as err:
             report.fail(_failure(Path(err.filename) if err.filename else item.path, err))

@@ -67,10 +67,14 @@ def _to_tensor(array: object, name: str) -> torch.Tensor:
     if isinstance(array, np.ndarray):
         if array.dtype.kind not in "biuf":
             raise TokenError(f"{name}: codes must be integers, got an array of {array.dtype}")
+        if not array.dtype.isnative:  # e.g. a big-endian file: converted, as torch reads native order only
+            array = array.astype(array.dtype.newbyteorder("="))
         if array.dtype.kind == "u":
             array = array.astype(np.int64)  # torch lacks most ops on wide unsigned types
         return torch.from_numpy(np.ascontiguousarray(array))
     if isinstance(array, torch.Tensor):
+        if array.layout != torch.strided:
+            raise TokenError(f"{name}: codes must be a dense tensor, got a {array.layout} one")
         unsigned = (torch.uint16, torch.uint32, torch.uint64)
         return array.detach().to(torch.int64 if array.dtype in unsigned else array.dtype)
     raise TokenError(f"{name}: expected an array of codes, got {type(array).__name__}")

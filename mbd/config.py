@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, Literal
 
 from .diffusion import PowerSchedule
@@ -88,6 +89,10 @@ class MBDConfig:
         `objective` ("ddpm").
         """
         top = _fields(cls, data, "config", optional={"features"})
+        if not isinstance(top["bands"], (list, tuple)):
+            raise ValueError(f"config.bands: expected a list of band tables, got {type(top['bands']).__name__}")
+        if len(top["bands"]) > MAX_BANDS:
+            raise ValueError(f"config.bands: {len(top['bands'])} bands, at most {MAX_BANDS} are supported")
         bands = []
         for i, band in enumerate(top["bands"]):
             entry = _fields(BandConfig, band, f"bands[{i}]", optional={"objective"})
@@ -105,12 +110,62 @@ class MBDConfig:
         if not bands:
             raise ValueError("config: a model needs at least one band")
         codec, features = top["codec"], top.get("features")
-        return cls(
-            sample_rate=int(top["sample_rate"]),
+        config = cls(
+            sample_rate=top["sample_rate"],
             codec=None if codec is None else CodecConfig(**_fields(CodecConfig, codec, "config.codec")),
             bands=tuple(bands),
             features=None if features is None else MelConfig(**_fields(MelConfig, features, "config.features")),
         )
+        check_values(config, "config")
+        return config
+
+
+MAX_BANDS = 64
+MAX_INT = 1 << 24
+"""The largest integer a config field may hold unless `INT_LIMITS` says otherwise (widths are further bounded
+by the checkpoint's tensors, `mbd.checkpoint.load`)."""
+INT_LIMITS = {"num_steps": 100_000, "steps": 100_000, "depth": 16, "res_blocks": 16, "blocks": 64,
+              "griffin_lim": 10_000, "n_q": 64, "sample_rate": 384_000, "n_bands": 256, "n_fft": 1 << 16,
+              "hop_length": 1 << 16, "n_mels": 1024}
+NON_NEGATIVE = {"res_blocks", "griffin_lim"}
+"""Integer fields that may be 0; every other integer field must be >= 1."""
+MAX_FLOAT = 1e7
+
+
+def check_values(config: object, where: str) -> None:
+    """Check a config's values as data, recursively: each field's JSON type against its annotation, integers
+    in [1, MAX_INT] (or `INT_LIMITS`, `NON_NEGATIVE`), floats finite and within +-MAX_FLOAT, so that a
+    malformed or hostile config is refused before a tensor is allocated.
+
+    Raises:
+        ValueError: naming the field, e.g. "config.bands[0].unet.hidden: must be in [1, 16777216], got -4".
+    """
+    for f in fields(config):
+        value, name, kind = getattr(config, f.name), f"{where}.{f.name}", str(f.type)
+        if is_dataclass(value):
+            check_values(value, name)
+        elif isinstance(value, tuple):
+            for i, item in enumerate(value):
+                if is_dataclass(item):
+                    check_values(item, f"{name}[{i}]")
+        elif value is None:
+            if "None" not in kind:
+                raise ValueError(f"{name}: must not be null")
+        elif kind.startswith("int"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name}: must be an integer, got {value!r}")
+            low, high = (0 if f.name in NON_NEGATIVE else 1), INT_LIMITS.get(f.name, MAX_INT)
+            if not low <= value <= high:
+                raise ValueError(f"{name}: must be in [{low}, {high}], got {value}")
+        elif kind.startswith("float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name}: must be a number, got {value!r}")
+            if not math.isfinite(value) or abs(value) > MAX_FLOAT:
+                raise ValueError(f"{name}: must be finite and within +-{MAX_FLOAT:g}, got {value}")
+        elif kind == "bool" and not isinstance(value, bool):
+            raise ValueError(f"{name}: must be true or false, got {value!r}")
+        elif (kind == "str" or kind.startswith(("Literal", "Objective", "flow.Solver"))) and not isinstance(value, str):
+            raise ValueError(f"{name}: must be a string, got {value!r}")
 
 
 def _fields(cls: type, data: Any, where: str, optional: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:

@@ -29,6 +29,10 @@ class MelError(InputError):
     """A mel spectrogram does not fit the model (shape, orientation, values)."""
 
 
+class OutputError(MBDError, FloatingPointError):
+    """A model produced NaN or infinite audio (non-finite weights or conditioning); nothing is returned."""
+
+
 class CheckpointError(MBDError, ValueError):
     """A checkpoint file is unreadable, unsafe or inconsistent."""
 

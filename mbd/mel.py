@@ -16,12 +16,19 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
 from .errors import InputError, MelError
+
+MAX_LOG_MEL = 20.0
+"""Above this a value cannot be a natural-log magnitude mel of audio in [-1, 1] (at most log(n_fft) ~ 7-10):
+a dB (about 20 .. 100) or linear-magnitude mel, refused."""
+BELOW_FLOOR = 20.0
+"""Values this far below log(clip_val) cannot come from the convention (e.g. dB relative to the maximum)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,18 @@ class MelConfig:
     clip_val: float = 1e-5
     norm_mean: float = -1.0
     norm_std: float = 2.4
+
+    @property
+    def min_frames(self) -> int:
+        """The fewest frames a mel may have: its `T * hop` samples must exceed `n_fft // 2`, the reflect padding
+        of the centred STFT that the re-EQ computes (and at least 2)."""
+        return max(2, self.n_fft // (2 * self.hop_length) + 1)
+
+    @property
+    def min_samples(self) -> int:
+        """The fewest samples of audio turned into a mel (`regenerate`): more than `n_fft // 2`, and
+        `min_frames` frames."""
+        return max(self.n_fft // 2 + 1, (self.min_frames - 1) * self.hop_length + 1)
 
     def frames(self, length: int) -> int:
         """Conditioning frames for `length` samples: `ceil(length / hop)` (the centred STFT has one more)."""
@@ -172,19 +191,27 @@ class MelSpectrogram(nn.Module):
             a = a * numerator / (fb @ (fb.T @ a)).clamp(min=1e-10)
         return a
 
-    def check(self, mel: torch.Tensor, name: str = "mel") -> torch.Tensor:
+    def check(self, mel: torch.Tensor | np.ndarray, name: str = "mel") -> torch.Tensor:
         """Validate a user's log-mel and return it as `[B, n_mels, T]` float32.
 
-        Raises `MelError` for the wrong number of bins, a transposed `[T, n_mels]` input, NaN/inf or too few
-        frames; warns when the values look like a linear (not log) magnitude mel.
+        Raises `MelError` for the wrong number of bins, a transposed `[T, n_mels]` input, an empty batch, too
+        few frames (`MelConfig.min_frames`), NaN/inf, or values far outside the natural-log range (a dB or
+        linear-magnitude mel, or values beyond float32); warns when the values only look like a linear
+        magnitude or another log base. Numpy arrays of any byte order are accepted.
 
         Args:
-            mel: `[n_mels, T]` or `[B, n_mels, T]`.
+            mel: `[n_mels, T]` or `[B, n_mels, T]`, a tensor or numpy array.
         """
         n = self.config.n_mels
+        if isinstance(mel, np.ndarray):
+            if mel.dtype.kind != "f":
+                raise MelError(f"{name}: expected real floating-point log-mel values, got {mel.dtype}")
+            mel = torch.from_numpy(np.ascontiguousarray(mel, dtype=mel.dtype.newbyteorder("=")))
         if not isinstance(mel, torch.Tensor):
             raise MelError(f"{name}: expected a tensor or numpy array, got {type(mel).__name__}")
         shape = tuple(mel.shape)
+        if mel.layout != torch.strided:
+            raise MelError(f"{name}: expected a dense tensor, got a {mel.layout} one")
         if mel.dim() == 2:
             mel = mel[None]
         if mel.dim() != 3:
@@ -198,18 +225,26 @@ class MelSpectrogram(nn.Module):
                     f"[n_mels, T] with n_mels = {n}: pass mel.T (or mel.transpose(-1, -2))"
                 )
             raise MelError(f"{name}: has {mel.shape[1]} mel bins, this model expects {n} (shape {shape})")
-        if mel.shape[2] < 2:
-            raise MelError(f"{name}: needs at least 2 frames, got {mel.shape[2]}")
+        if mel.shape[0] == 0:
+            raise MelError(f"{name}: the batch is empty (shape {shape})")
+        if mel.shape[2] < self.config.min_frames:
+            raise MelError(f"{name}: has {mel.shape[2]} frames; this model needs at least {self.config.min_frames} "
+                           f"(its {self.config.n_fft}-point STFT needs more than {self.config.n_fft // 2} samples)")
         if not torch.isfinite(mel).all():
             bad = (~torch.isfinite(mel)).sum().item()
             raise MelError(f"{name}: holds {bad} NaN or infinite values")
         low, high = mel.min().item(), mel.max().item()
         floor = math.log(self.config.clip_val)
+        expected = f"the natural-log mel, log(clamp(mel, min={self.config.clip_val:g})), spans about {floor:.1f} .. 5"
+        if high > MAX_LOG_MEL or low < floor - BELOW_FLOOR:
+            raise MelError(
+                f"{name}: values span {low:.3g} .. {high:.3g}, far outside the natural-log mel range: is it in dB, "
+                f"a linear magnitude or another normalisation? ({expected})"
+            )
         if low >= 0:
             warnings.warn(
                 f"{name}: all values are >= 0 (max {high:.3g}): this looks like a linear magnitude "
-                f"(or power) mel, but the model expects the natural log, log(clamp(mel, min={self.config.clip_val:g})) "
-                f"(values roughly {floor:.1f} .. 5)",
+                f"(or power) mel, but the model expects the natural log ({expected})",
                 UserWarning,
                 stacklevel=4,
             )

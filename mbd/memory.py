@@ -92,3 +92,37 @@ def encode_bytes(batch: int, span: int) -> float:
 def spectral_bytes(batch: int, span: int) -> float:
     """The spectral vocoder (`mbd.spectral_mbd`) on `batch` clips of `span` samples."""
     return MARGIN * batch * span * SPECTRAL
+
+
+def job_bytes(model: object, batch: int, samples: int, runtime: object, *, encode: bool = False,
+              re_eq: bool = True) -> float:
+    """The estimated peak of running `model` on `batch` clips of `samples` output samples.
+
+    Args:
+        model: a `MultiBandDiffusion` (its bands' U-Net widths, `runtime.fused`, `runtime.chunk_seconds`
+            bound the U-Net's span) or a `SpectralMBD` (no chunking: the whole clip).
+        runtime: the `RuntimeOptions` of the job.
+        encode: the job first encodes the audio with the codec (`regenerate` of a token model).
+        re_eq: the output is re-EQ'd (against the codec decode for token models); `regenerate` is not.
+    """
+    bands = getattr(model.config, "bands", None)
+    if bands is None:  # a spectral model vocodes the whole clip at once
+        total = spectral_bytes(batch, samples) + pipeline_bytes(batch, samples, samples, codec_decode=False,
+                                                                re_eq=False)
+    else:
+        chunk = runtime.chunk_seconds
+        span = samples if chunk is None else min(samples, max(1, int(chunk * model.sample_rate)))
+        hidden = max(band.unet.hidden for band in bands)
+        total = unet_bytes(batch, span, hidden, len(bands), runtime.fused)
+        total += pipeline_bytes(batch, samples, span, codec_decode=re_eq and model.codec is not None, re_eq=re_eq)
+    return total + (encode_bytes(batch, samples) if encode else 0)
+
+
+def check_job(model: object, batch: int, samples: int, runtime: object, max_memory: str | None, what: str, *,
+              encode: bool = False, re_eq: bool = True) -> None:
+    """Refuse (`MemoryLimitError` naming `what`) a job whose `job_bytes` exceed `memory_limit(max_memory)`."""
+    chunkable = getattr(model.config, "bands", None) is not None and runtime.chunk_seconds is None
+    advice = ("decode it in chunks: --chunk-seconds 30 (chunk_seconds=30 in the API)" if chunkable
+              else "split the input into shorter pieces")
+    needed = job_bytes(model, batch, samples, runtime, encode=encode, re_eq=re_eq)
+    check_memory(needed, memory_limit(max_memory), what, advice)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import julius
 import torch
 from torch import nn
 
@@ -23,12 +22,14 @@ from .conditioning import Conditioning, Request, conditioning_for
 from .config import BandConfig, MBDConfig
 from .diffusion import Sampler, sample
 from .eq import re_eq
+from .errors import AudioError
 from .fused import Network, fuse, sample_fused, unstack_bands
 from .gemm_conv import use_gemm
 from .mel import MelSpectrogram
 from .noise import Generators, all_draws, band_draws, clip_by_clip, per_clip
 from .options import DTYPES, FAITHFUL, DType, RuntimeOptions
 from .processor import BandProcessor
+from .resample import resample
 from .unet import DiffusionUNet
 
 
@@ -296,6 +297,11 @@ class MultiBandDiffusion(nn.Module):
         """Audio samples per condition frame (latent or mel frame), from the conditioning."""
         return self.conditioning.hop_length
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest audio `regenerate` takes, at the model's rate: 2 frames, or a mel's `min_samples`."""
+        return 2 * self.hop_length if self.features is None else self.features.config.min_samples
+
     def re_eq(self, wav: torch.Tensor, ref: torch.Tensor, n_bands: int = 32, strictness: float = 1.0) -> torch.Tensor:
         """Match the band energies of `wav` `[B, C, L]` to `ref` `[B, C, L]` (see `mbd.eq.re_eq`)."""
         return re_eq(wav, ref, self.sample_rate, n_bands, strictness)
@@ -356,10 +362,13 @@ class MultiBandDiffusion(nn.Module):
         wav = wav.to(self.device)
         length = wav.shape[-1]
         if sample_rate != self.sample_rate:  # full: keep every input sample for the way back
-            wav = julius.resample_frac(wav, sample_rate, self.sample_rate, full=True)
+            wav = resample(wav, sample_rate, self.sample_rate, full=True)
+        if wav.shape[-1] < self.min_samples:
+            raise AudioError(f"audio too short: {wav.shape[-1]} samples at {self.sample_rate} Hz, need at least "
+                             f"{self.min_samples}")
         out = self._run(self.conditioning.from_audio(wav), steps, generator, None, sampler, options)
         if sample_rate != self.sample_rate:
-            out = julius.resample_frac(out, self.sample_rate, sample_rate, output_length=length)
+            out = resample(out, self.sample_rate, sample_rate, output_length=length)
         return out
 
     @torch.no_grad()

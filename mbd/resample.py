@@ -37,8 +37,15 @@ def check_rate(sample_rate: float) -> int:
     return int(sample_rate)
 
 
-def resample(wav: torch.Tensor, old_sr: int, new_sr: int) -> torch.Tensor:
+def resample(
+    wav: torch.Tensor, old_sr: int, new_sr: int, *, output_length: int | None = None, full: bool = False
+) -> torch.Tensor:
     """Resample `wav` `[..., L]` from `old_sr` to `new_sr` Hz, giving `[..., L * new_sr // old_sr]`.
+
+    Args:
+        output_length: the output's length instead (as julius' `output_length`; the soxr path pads or cuts).
+        full: give `ceil(L * new_sr / old_sr)` samples, every input sample's worth (julius' `full`), e.g.
+            for a round trip that resamples back with `output_length=L`.
 
     Raises:
         SampleRateError: either rate is outside [MIN_RATE, MAX_RATE].
@@ -46,7 +53,10 @@ def resample(wav: torch.Tensor, old_sr: int, new_sr: int) -> torch.Tensor:
     old_sr, new_sr = check_rate(old_sr), check_rate(new_sr)
     if old_sr == new_sr:
         return wav
-    length = wav.shape[-1] * new_sr // old_sr
+    if output_length is not None:
+        length = output_length
+    else:
+        length = -(-wav.shape[-1] * new_sr // old_sr) if full else wav.shape[-1] * new_sr // old_sr
     gcd = math.gcd(old_sr, new_sr)
     if max(old_sr, new_sr) // gcd <= MAX_JULIUS_PHASES:
         return julius.resample_frac(wav, old_sr, new_sr, output_length=length)

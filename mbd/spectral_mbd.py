@@ -24,11 +24,14 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint, flow
+from .config import check_values
 from .diffusion import PowerSchedule, spaced_steps
 from .diffusion import sample as diffusion_sample
+from .errors import AudioError, OutputError
 from .frame_net import FrameNet, FrameNetConfig
 from .mel import MelConfig, MelSpectrogram
 from .noise import Generators, clip_by_clip, per_clip, randn
+from .resample import resample
 from .spectral import SpectralBands, SpectralConfig
 
 Objective = Literal["flow", "ddpm"]
@@ -84,15 +87,23 @@ class SpectralMBDConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpectralMBDConfig:
+        """Parse a stored config; a malformed one (keys, types, ranges: `check_values`) is a ValueError."""
+        keys = ("mel", "spectral", "net", "diffusion")
         data = {k: v for k, v in data.items() if k != "family"}
-        return cls(
-            **{k: v for k, v in data.items() if k not in ("mel", "spectral", "net", "schedules", "diffusion")},
-            mel=MelConfig(**data["mel"]),
-            spectral=SpectralConfig(**data["spectral"]),
-            net=FrameNetConfig(**data["net"]),
-            schedules=tuple(flow.FlowSchedule(**s) for s in data["schedules"]),
-            diffusion=PowerSchedule(**data["diffusion"]),
-        )
+        if any(not isinstance(data.get(k), dict) for k in keys) or not isinstance(data.get("schedules"), list | tuple):
+            raise ValueError(f"config: {', '.join(keys)} must be tables and schedules a list")
+        try:
+            config = cls(
+                **{k: v for k, v in data.items() if k not in (*keys, "schedules")},
+                mel=MelConfig(**data["mel"]),
+                spectral=SpectralConfig(**data["spectral"]),
+                net=FrameNetConfig(**data["net"]),
+                schedules=tuple(flow.FlowSchedule(**s) for s in data["schedules"]),
+                diffusion=PowerSchedule(**data["diffusion"]))
+        except TypeError as err:  # unknown or missing keys, or values of the wrong type
+            raise ValueError(f"config: {err}") from None
+        check_values(config, "config")
+        return config
 
 
 class SpectralMBD(nn.Module):
@@ -113,16 +124,22 @@ class SpectralMBD(nn.Module):
 
     # --- construction and files -------------------------------------------------------------------------
 
+    @staticmethod
+    def fixed_state(config: SpectralMBDConfig) -> dict[str, torch.Tensor]:
+        """The buffers outside the network (the mel filters and bands), named as in `state_dict`."""
+        features = MelSpectrogram(config.mel)
+        bands = SpectralBands(config.spectral, features.mel.mel_scale.fb)
+        return nn.ModuleDict({"features": features, "bands": bands}).state_dict()
+
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SpectralMBD:
         """Build from a stored `(config, tensors)` pair; every key and shape must match."""
         model = cls(SpectralMBDConfig.from_dict(config))
         expected = model.state_dict()
         if set(expected) != set(tensors):
-            raise checkpoint.CheckpointError(
-                f"checkpoint does not match its config: missing {sorted(set(expected) - set(tensors))[:8]}, "
-                f"unexpected {sorted(set(tensors) - set(expected))[:8]}"
-            )
+            missing, unexpected = sorted(set(expected) - set(tensors))[:8], sorted(set(tensors) - set(expected))[:8]
+            raise checkpoint.CheckpointError(f"checkpoint does not match its config: missing {missing}, "
+                                             f"unexpected {unexpected}")
         wrong = [k for k, t in expected.items() if t.shape != tensors[k].shape]
         if wrong:
             raise checkpoint.CheckpointError(f"checkpoint shapes do not match its config: {wrong[:8]}")
@@ -156,6 +173,11 @@ class SpectralMBD(nn.Module):
     @property
     def hop_length(self) -> int:
         return self.config.mel.hop_length
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest audio `regenerate` takes, at the model's rate (`MelConfig.min_samples`)."""
+        return self.config.mel.min_samples
 
     @property
     def device(self) -> torch.device:
@@ -316,7 +338,7 @@ class SpectralMBD(nn.Module):
         else:
             wav = self.features.equalize(wav, mel, mel_eq)
         if not torch.isfinite(wav).all():
-            raise FloatingPointError("vocode produced NaN or infinite samples (are the model's weights finite?)")
+            raise OutputError("vocode produced NaN or infinite samples (are the model's weights finite?)")
         return wav if batched else wav[0]
 
     @torch.no_grad()
@@ -331,17 +353,17 @@ class SpectralMBD(nn.Module):
         options: object | None = None,
     ) -> torch.Tensor:
         """Audio `[B, C, L]` to log-mel and back, each channel on its own, at the input's rate."""
-        import julius
-
         wav = wav.to(self.device)
         length = wav.shape[-1]
         if sample_rate != self.sample_rate:  # full: keep every input sample for the way back
-            wav = julius.resample_frac(wav, sample_rate, self.sample_rate, full=True)
+            wav = resample(wav, sample_rate, self.sample_rate, full=True)
         B, C, L = wav.shape
+        if L < self.min_samples:
+            raise AudioError(f"audio too short: {L} samples at {self.sample_rate} Hz, need at least {self.min_samples}")
         mel = self.features.frame_aligned(wav.reshape(B * C, 1, L))  # [B * C, n_mels, T]
         out = self.vocode(mel, steps=steps, generator=generator)[..., :L].reshape(B, C, L)
         if sample_rate != self.sample_rate:
-            out = julius.resample_frac(out, self.sample_rate, sample_rate, output_length=length)
+            out = resample(out, self.sample_rate, sample_rate, output_length=length)
         return out
 
 

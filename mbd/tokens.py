@@ -13,6 +13,7 @@ Codes are checked by `mbd.codec.validate_codes`, re-exported here.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,9 @@ import torch
 from torch import nn
 
 from mbd import ecdc
+from mbd.arrays import ArrayTooLarge, load_npy, load_npz_member
 from mbd.atomic import atomic_path
+from mbd.checkpoint import pickle_error
 from mbd.codec import EncodecCodec, n_q_to_bandwidth, validate_codes
 from mbd.errors import TokenError
 from mbd.hub import DownloadError
@@ -61,9 +64,9 @@ def _read_npz(path: Path, name: str) -> TokenFile:
     with np.load(path, allow_pickle=False) as npz:
         keys = list(npz.files)
         if "fine_prompt" in keys:
-            return TokenFile(npz["fine_prompt"], f"{name} (key 'fine_prompt', Bark: EnCodec 24 kHz, 6 kbps)",
-                             _ENCODEC_SR, 6.0)
-        meta = {key: npz[key] for key in ("sample_rate", "bandwidth") if key in keys}
+            return TokenFile(load_npz_member(npz, "fine_prompt", name),
+                             f"{name} (key 'fine_prompt', Bark: EnCodec 24 kHz, 6 kbps)", _ENCODEC_SR, 6.0)
+        meta = {key: load_npz_member(npz, key, name) for key in ("sample_rate", "bandwidth") if key in keys}
         arrays = [key for key in keys if key not in meta]
         chosen = next((key for key in ("codes", "tokens") if key in arrays), None)
         if chosen is None and len(arrays) == 1:
@@ -71,7 +74,7 @@ def _read_npz(path: Path, name: str) -> TokenFile:
         if chosen is None:
             raise TokenError(f"{name}: no codes found; expected key 'fine_prompt', 'codes' or 'tokens' "
                              f"or a single array, got keys {keys}")
-        return TokenFile(npz[chosen], f"{name} (key '{chosen}')",
+        return TokenFile(load_npz_member(npz, chosen, name), f"{name} (key '{chosen}')",
                          _scalar(meta.get("sample_rate"), int, name, "sample_rate"),
                          _scalar(meta.get("bandwidth"), float, name, "bandwidth"))
 
@@ -118,7 +121,7 @@ def read_tokens(path: str | os.PathLike, *, lm: nn.Module | None = None) -> Toke
         raise TokenError(f"{name}: no such file")
     try:
         if suffix == ".npy":
-            token_file = TokenFile(np.load(path, allow_pickle=False), name)
+            token_file = TokenFile(load_npy(path, name), name)
         elif suffix == ".npz":
             token_file = _read_npz(path, name)
         elif suffix == ".pt":
@@ -127,6 +130,13 @@ def read_tokens(path: str | os.PathLike, *, lm: nn.Module | None = None) -> Toke
             token_file = _read_ecdc(path, name, lm)
     except (TokenError, DownloadError):  # DownloadError: the .ecdc language model could not be fetched
         raise
+    except ArrayTooLarge as err:
+        raise TokenError(str(err)) from None
+    except pickle.UnpicklingError as err:
+        refused, reason = pickle_error(err)
+        if not refused:
+            raise TokenError(f"{name}: cannot read {suffix} file: {reason}") from None
+        raise TokenError(f"{name}: refused to load: {reason}; token files hold only tensors") from None
     except Exception as err:  # numpy, zipfile, zlib and pickle raise many kinds for corrupted files
         raise TokenError(f"{name}: cannot read {suffix} file: {err or type(err).__name__}") from err
     codes = validate_codes(token_file.codes, n_q=None, cardinality=None, name=name)

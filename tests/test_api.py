@@ -57,3 +57,58 @@ def test_bad_tokens(model_path: Path, encodec_weights: Path) -> None:
         _decode(np.zeros((4, 10), dtype=np.float32), model_path, encodec_weights)
     with pytest.raises(TokenError, match="chunks"):
         _decode(torch.zeros(2, 1, 4, 10, dtype=torch.long), model_path, encodec_weights)
+
+
+# --- memory estimates and the final guard on outputs ------------------------------------------------------
+
+
+def test_long_tokens_are_refused_by_the_memory_estimate_before_work(model_path: Path, encodec_weights: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """100 minutes of tokens ([4, 450000]) without chunking: refused at once, suggesting --chunk-seconds."""
+    from mbd.memory import MemoryLimitError
+    from mbd.pipeline import MultiBandDiffusion
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoding started")
+
+    monkeypatch.setattr(MultiBandDiffusion, "tokens_to_wav", no_work)
+    codes = torch.zeros(4, 450_000, dtype=torch.long)
+    with pytest.raises(MemoryLimitError, match=r"^tokens: needs about .* GB, over the 8\.0 GB .*--chunk-seconds"):
+        _decode(codes, model_path, encodec_weights, max_memory="8G")
+    monkeypatch.setenv("MBD_MAX_MEMORY", "1M")  # the environment variable when no argument is given
+    with pytest.raises(MemoryLimitError, match="over the 1 MB memory limit"):
+        _decode(torch.zeros(4, 20, dtype=torch.long), model_path, encodec_weights)
+
+
+def test_check_output_refuses_nan() -> None:
+    from mbd.api import check_output
+    from mbd.errors import OutputError
+
+    wav = torch.zeros(2, 1, 10)
+    assert check_output(wav, "x") is wav
+    wav[1, 0, 3] = float("inf")
+    with pytest.raises(OutputError, match=r"^x\.npy: the model produced 1 NaN or infinite samples"):
+        check_output(wav, "x.npy")
+
+
+def test_nan_weights_never_give_a_nan_output(tmp_path: Path, encodec_weights: Path) -> None:
+    """A model file with NaN weights is refused at load, so mbd.decode cannot return NaN."""
+    config, tensors = checkpoint.load(GOLDEN / "mbd_comp_4_reduced.pt")
+    name = next(k for k, t in tensors.items() if t.is_floating_point() and t.numel() > 1)
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    path = tmp_path / "nan.safetensors"
+    checkpoint.save(path, config, tensors)
+    with pytest.raises(checkpoint.CheckpointError, match=f"nan.safetensors: tensor {name} holds NaN"):
+        _decode(torch.zeros(4, 5, dtype=torch.long), path, encodec_weights)
+
+
+def test_cli_max_memory_refuses_a_file_before_work(tmp_path: Path, model_path: Path, encodec_weights: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    from mbd.cli import main
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 30), dtype=np.int64))
+    args = ["--model", str(model_path), "--codec-weights", str(encodec_weights), "--device", "cpu", "--steps", "2"]
+    code = main(["decode", str(tmp_path / "x.npy"), "-o", str(tmp_path / "out"), "--max-memory", "1M", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'x.npy'}: needs about" in err and "--chunk-seconds" in err
+    assert not list(tmp_path.glob("out/*"))

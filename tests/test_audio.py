@@ -131,3 +131,25 @@ def test_one_suffix_list() -> None:
     assert data.AUDIO_SUFFIXES is audio.AUDIO_SUFFIXES and cli.AUDIO_SUFFIXES is audio.AUDIO_SUFFIXES
     assert not hasattr(batch, "AUDIO_SUFFIXES")
     assert {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".opus"} <= set(audio.AUDIO_SUFFIXES)
+
+
+def test_odd_and_absurd_sample_rates(tmp_path: Path) -> None:
+    """A 0.3 s WAV at 44101 Hz is resampled in bounded time and memory (not julius' 24000 filters); a header
+    claiming 2147483647 Hz is refused with one line naming the file."""
+    soundfile.write(tmp_path / "odd.wav", _sine(440, 44101, 0.3), 44101)
+    wav, notes = read_audio(tmp_path / "odd.wav", 24000)
+    assert wav.shape == (1, int(0.3 * 44101) * 24000 // 44101) and "resampled 44101 Hz -> 24000 Hz" in notes
+    assert abs(_peak_hz(wav, 24000) - 440) < 5
+    data = bytearray((tmp_path / "odd.wav").read_bytes())
+    data[24:28] = (2147483647).to_bytes(4, "little")  # the fmt chunk's sample rate
+    (tmp_path / "absurd.wav").write_bytes(bytes(data))
+    with pytest.raises(AudioError, match=r"absurd\.wav: sample rate 2147483647 Hz is not supported"):
+        read_audio(tmp_path / "absurd.wav", 24000)
+
+
+def test_non_finite_audio_is_never_written(tmp_path: Path) -> None:
+    wav = torch.zeros(1, 100)
+    wav[0, 3] = float("nan")
+    with pytest.raises(AudioError, match=r"x\.wav: not written: the audio holds 1 NaN or infinite samples"):
+        write_audio(tmp_path / "x.wav", wav, 24000, overwrite=False)
+    assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mbd import MultiBandDiffusion, checkpoint
+from mbd.errors import CheckpointError
 from mbd.processor import BandProcessor, ProcessorConfig
 from mbd.unet import DiffusionUNet, UNetConfig
 from tests.conftest import GOLDEN
@@ -30,8 +31,10 @@ def test_hostile_pickle_is_refused(tmp_path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "mbd_comp_4.pt"
     torch.save({"sample_rate": 24000, "n_bands": 1, 0: _RunsCommand(str(marker))}, path)
-    with pytest.raises(checkpoint.CheckpointError, match="refused"):
+    with pytest.raises(checkpoint.CheckpointError) as err:
         checkpoint.load(path)
+    # one line naming what the pickle asked for, without torch's advice to load it unsafely
+    assert str(err.value) == f"{path}: refused to load: the pickle asks for posix.system, not only tensors and configs"
     assert not marker.exists()
     with pytest.raises(checkpoint.CheckpointError, match="refused"):
         MultiBandDiffusion.from_pretrained(path, load_codec=False)
@@ -157,5 +160,102 @@ def test_our_file_is_not_taken_for_a_pickle_when_its_first_byte_is_0x80(tmp_path
         if path.read_bytes()[:1] == b"\x80":
             break
     assert path.read_bytes()[:1] == b"\x80"
-    config, tensors = checkpoint.load(path)
+    config, tensors = checkpoint.read_ours(path)
     assert config == {} and torch.equal(tensors["w"], torch.zeros(2))
+    with pytest.raises(CheckpointError, match="bad config: config: missing keys"):  # read as ours, then checked
+        checkpoint.load(path)
+
+
+# --- malformed or hostile checkpoints: one CheckpointError naming the file, before any model is built -------
+
+
+def _tiny_token_file() -> tuple[dict, dict]:
+    from tests.conftest import tiny
+
+    model = tiny()
+    return json.loads(json.dumps(model.config.to_dict())), model.band_state()
+
+
+def _tiny_spectral_file() -> tuple[dict, dict]:
+    import dataclasses
+
+    from mbd.frame_net import FrameNetConfig
+    from mbd.spectral_mbd import SpectralMBD, SpectralMBDConfig
+
+    model = SpectralMBD(dataclasses.replace(SpectralMBDConfig(net=FrameNetConfig(dim=8, blocks=1))))
+    return json.loads(json.dumps(model.config.to_dict())), model.state_dict()
+
+
+def _set(data: dict, path: tuple, value: object) -> dict:
+    table = data
+    for step in path[:-1]:
+        table = table[step]
+    table[path[-1]] = value
+    return data
+
+
+def _nan_weight(tensors: dict) -> dict:
+    name = next(k for k, t in tensors.items() if t.is_floating_point() and t.numel() > 1)
+    return {**tensors, name: torch.full_like(tensors[name], float("nan"))}
+
+
+BAD_CHECKPOINTS = {
+    # name: (file kind, change to (config, tensors), expected message)
+    "nan_weights": ("token", lambda c, t: (c, _nan_weight(t)), "holds NaN or infinite values"),
+    "n_bands_0": ("token", lambda c, t: (_set(c, ("bands",), []), t), "at least one band"),
+    "bands_5": ("token", lambda c, t: (_set(c, ("bands",), 5), t), "expected a list of band tables"),
+    "null_config": ("token", lambda c, t: (None, t), "the config must be a JSON table, got NoneType"),
+    "deep_json": ("token", lambda c, t: ({"x": [[]] * 1}, t), None),  # replaced below: nested 200000 deep
+    "negative_width": ("token", lambda c, t: (_set(c, ("bands", 0, "unet", "hidden"), -4), t), "must be in [1"),
+    "stride_0": ("token", lambda c, t: (_set(c, ("bands", 0, "unet", "stride"), 0), t), "must be in [1"),
+    "huge_unet": ("token", lambda c, t: (_set(c, ("bands", 0, "unet", "hidden"), 10**6), t),
+                  "tensor shapes do not match the config"),
+    "num_steps_1e9": ("token", lambda c, t: (_set(c, ("bands", 0, "unet", "num_steps"), 10**9), t),
+                      "must be in [1, 100000]"),
+    "mel_n_bands_0": ("spectral", lambda c, t: (_set(c, ("spectral", "n_bands"), 0), t), "bad config"),
+    "mel_n_bands_negative": ("spectral", lambda c, t: (_set(c, ("spectral", "n_bands"), -2), t), "bad config"),
+    "mel_hop_0": ("spectral", lambda c, t: (_set(c, ("mel", "hop_length"), 0), t), "bad config"),
+    "mel_negative_width": ("spectral", lambda c, t: (_set(c, ("net", "dim"), -256), t), "bad config"),
+    "mel_huge_net": ("spectral", lambda c, t: (_set(c, ("net", "dim"), 10**6), t),
+                     "tensor shapes do not match the config"),
+    "mel_steps_1e9": ("spectral", lambda c, t: (_set(c, ("steps",), 10**9), t), "config.steps: must be in"),
+    "mel_nan_weights": ("spectral", lambda c, t: (c, _nan_weight(t)), "holds NaN or infinite values"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
+def test_bad_checkpoints_are_refused_at_load(case: str, tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    kind, change, message = BAD_CHECKPOINTS[case]
+    config, tensors = change(*(_tiny_token_file() if kind == "token" else _tiny_spectral_file()))
+    text = json.dumps(config)
+    if case == "deep_json":
+        text, message = "[" * 200_000 + "]" * 200_000, "nested"
+    path = tmp_path / f"{case}.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
+              metadata={"format": "mbd", "format_version": "1", "config": text})
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.load(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(CheckpointError):  # and convert writes nothing
+        checkpoint.convert(path, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_convert_removes_what_does_not_load_back(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A converted file that fails to load back (here: a save that corrupts a weight) is removed, not kept."""
+    src = tmp_path / "src.safetensors"
+    checkpoint.save(src, *_tiny_token_file())
+    save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda path, config, tensors: save(path, config, _nan_weight(tensors)))
+    with pytest.raises(CheckpointError, match="removed: the converted checkpoint does not load back"):
+        checkpoint.convert(src, tmp_path / "dst.safetensors")
+    assert not (tmp_path / "dst.safetensors").exists()
+
+
+def test_malformed_audiocraft_pickle_is_a_checkpoint_error(tmp_path) -> None:
+    path = tmp_path / "mbd.pt"
+    torch.save({"sample_rate": 24000, "n_bands": 1, 0: {"model_state": {}}}, path)  # no 'cfg'
+    with pytest.raises(CheckpointError, match="malformed AudioCraft checkpoint"):
+        checkpoint.load(path)

@@ -113,3 +113,33 @@ def test_converted_audiocraft_config_is_complete_and_checked() -> None:
     del config["bands"][2]["schedule"]["clip"]
     with pytest.raises(ValueError, match=re.escape("bands[2].schedule: missing keys ['clip']")):
         MultiBandDiffusion.from_state(config, tensors)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("bands", 0, "unet", "hidden"), -4, "bands[0].unet.hidden: must be in [1, "),
+        (("bands", 0, "unet", "stride"), 0, "bands[0].unet.stride: must be in [1, "),
+        (("bands", 0, "unet", "num_steps"), 10**9, "bands[0].unet.num_steps: must be in [1, 100000]"),
+        (("bands", 0, "unet", "depth"), 1000, "bands[0].unet.depth: must be in [1, 16]"),
+        (("bands", 0, "unet", "hidden"), "48", "bands[0].unet.hidden: must be an integer, got '48'"),
+        (("bands", 0, "unet", "emb_all_layers"), 1, "emb_all_layers: must be true or false"),
+        (("bands", 0, "schedule", "num_steps"), 10**9, "bands[0].schedule.num_steps: must be in [1, 100000]"),
+        (("bands", 1, "processor", "n_bands"), 10**6, "bands[1].processor.n_bands: must be in [1, 256]"),
+        (("sample_rate",), 0, "config.sample_rate: must be in [1, 384000]"),
+        (("bands",), 5, "config.bands: expected a list of band tables, got int"),
+    ],
+)
+def test_values_are_checked_as_data(path: tuple, value: object, message: str) -> None:
+    """Types, ranges and sizes are refused with the field's name, before any model is built."""
+    data = _stored(CONFIGS["token"])
+    _table(data, path[:-1])[path[-1]] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MBDConfig.from_dict(data)
+
+
+def test_mel_hop_0_is_refused() -> None:
+    data = _stored(CONFIGS["mel"])
+    data["features"]["hop_length"] = 0
+    with pytest.raises(ValueError, match=re.escape("config.features.hop_length: must be in [1, ")):
+        MBDConfig.from_dict(data)

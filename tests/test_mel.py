@@ -87,10 +87,19 @@ def test_one_frame_per_bottleneck_frame() -> None:
         (torch.full((100, 50), float("nan")), "5000 NaN or infinite values"),
         (torch.tensor([[float("inf")] * 5] * 100), "NaN or infinite"),
         (torch.zeros(100), r"expected \[n_mels, T\] or \[B, n_mels, T\]"),
-        (torch.zeros(100, 1), "at least 2 frames"),
+        (torch.zeros(100, 1), "at least 3"),
+        (torch.zeros(100, 2) - 3, "at least 3"),  # 512 samples: torch.stft's reflect padding needs > 512
+        (torch.zeros(0, 100, 40) - 3, "batch is empty"),
         (torch.zeros(100, 5, dtype=torch.long), "floating-point"),
+        (torch.full((100, 40), 1e30), "far outside the natural-log mel range"),
+        (torch.linspace(20, 100, 4000).reshape(100, 40), "in dB"),  # dB-scaled, 20 .. 100
+        (torch.linspace(-80, 0, 4000).reshape(100, 40), "in dB"),  # dB relative to the maximum
+        (np.full((100, 40), 1e300), "far outside"),  # float64 beyond float32
+        (np.zeros((100, 40), dtype=np.int16), "floating-point"),
+        ([[0.0] * 40] * 100, "expected a tensor or numpy array"),
     ],
-    ids=["bins", "transposed", "transposed-batch", "nan", "inf", "1d", "one-frame", "integer"],
+    ids=["bins", "transposed", "transposed-batch", "nan", "inf", "1d", "one-frame", "two-frames", "empty-batch",
+         "integer", "1e30", "db", "db-relative", "float64-huge", "numpy-int", "list"],
 )
 def test_bad_mels_raise_clear_errors(mel: torch.Tensor, message: str) -> None:
     with pytest.raises(MelError, match=message):
@@ -101,12 +110,33 @@ def test_linear_scale_mel_warns() -> None:
     features = MelSpectrogram(MelConfig())
     log_mel = features(_speechlike())
     with pytest.warns(UserWarning, match="looks like a linear magnitude"):
-        features.check(log_mel.exp())
+        features.check((log_mel - log_mel.max()).exp())  # a quiet linear mel: in (0, 1], only suspicious
+    with pytest.raises(MelError, match="a linear magnitude"):
+        features.check(log_mel.exp() * 30 / log_mel.exp().max())  # a value of 30 is no natural-log mel
     with pytest.warns(UserWarning, match="log10, dB"):
+        features.check(log_mel - 12)  # below the floor, but not far
+    with pytest.raises(MelError, match="in dB"):
         features.check(20 * log_mel / np.log(10))  # decibels
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert features.check(log_mel[0]).shape == (1, 100, log_mel.shape[-1])  # a real log-mel: silent
+
+
+def test_minimum_length_is_the_stfts() -> None:
+    """The fewest frames is the first T with T * hop > n_fft // 2 (torch.stft's reflect padding): 3 at hop 256."""
+    features = MelSpectrogram(MelConfig())
+    assert (MelConfig().min_frames, MelConfig().min_samples) == (3, 513)
+    with pytest.raises(RuntimeError):  # what the check guards against
+        features.equalize(torch.zeros(1, 1, 512), torch.zeros(1, 100, 2) - 3)
+    assert features.equalize(torch.zeros(1, 1, 768), features.check(torch.zeros(100, 3) - 3)).shape == (1, 1, 768)
+
+
+def test_numpy_mels_of_any_byte_order() -> None:
+    features = MelSpectrogram(MelConfig())
+    mel = np.random.default_rng(0).uniform(-8, 2, (100, 7))
+    big = mel.astype(">f4")
+    assert torch.equal(features.check(big), torch.from_numpy(mel.astype(np.float32))[None])
+    assert features.check(mel.astype(">f8")).dtype == torch.float32
 
 
 def test_equalize_matches_the_target_mel() -> None:
@@ -229,7 +259,7 @@ def test_cli_vocode_batches_errors_and_overwrite(tmp_path: Path, mel_model_path:
     np.save(tmp_path / "one.npy", mel)
     np.save(tmp_path / "two.npy", np.stack([mel, mel]))
     np.save(tmp_path / "transposed.npy", mel.T.copy())
-    np.save(tmp_path / "linear.npy", np.exp(mel))
+    np.save(tmp_path / "linear.npy", np.exp(mel - mel.max()))  # in (0, 1]: suspicious, not refused
     out = tmp_path / "out"
     args = ["--model", str(mel_model_path), "--steps", "2", "--seed", "0", "--device", "cpu"]
     code = main(["vocode", *(str(tmp_path / n) for n in ("one.npy", "two.npy", "transposed.npy", "linear.npy")),

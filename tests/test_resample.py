@@ -47,3 +47,12 @@ def test_rates_out_of_range_are_refused(rate: float) -> None:
         check_rate(rate)
     with pytest.raises(SampleRateError):
         resample(torch.zeros(1, 100), rate, 24000)
+
+
+@pytest.mark.parametrize("old_sr", [16000, 44101])  # julius and soxr
+def test_round_trip_lengths(old_sr: int) -> None:
+    """`full` keeps every input sample's worth, `output_length` returns to the input's length (regenerate)."""
+    wav = torch.randn(2, 1, 1001)
+    up = resample(wav, old_sr, 24000, full=True)
+    assert up.shape[-1] == -(-1001 * 24000 // old_sr)
+    assert resample(up, 24000, old_sr, output_length=1001).shape == (2, 1, 1001)

@@ -214,3 +214,18 @@ def test_api_and_cli_spectral_outputs_do_not_depend_on_the_batch(tmp_path: Path,
                          *model]) == 0
         wavs[run] = written["y.wav"]
     assert torch.equal(wavs[0], wavs[1])
+
+
+def test_vocode_refuses_out_of_range_mels_and_regenerate_short_audio(tiny_path: Path) -> None:
+    """`mbd.vocode` of values like 1e300 is a MelError, not NaN audio; regenerate of 512 samples (2 frames,
+    too few for the 1024-point STFT's reflect padding) is one clear error, 513 samples work."""
+    from mbd.errors import AudioError
+
+    with pytest.raises(MelError, match="far outside the natural-log mel range"):
+        mbd.vocode(np.full((100, 10), 1e300), tiny_path, steps=2, seed=0, device="cpu")
+    model = tiny()
+    with pytest.raises(AudioError, match="audio too short: 512 samples at 24000 Hz, need at least 513"):
+        model.regenerate(torch.randn(1, 1, 512) * 0.1, 24000, steps=2)
+    assert model.regenerate(torch.randn(1, 1, 513) * 0.1, 24000, steps=2).shape == (1, 1, 513)
+    out = model.regenerate(torch.randn(1, 1, 7000) * 0.1, 44101, steps=2)  # an odd rate, through soxr
+    assert out.shape == (1, 1, 7000) and torch.isfinite(out).all()

@@ -240,3 +240,61 @@ def test_write_refuses_overwrite_and_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="can write .npy or .ecdc"):
         write_tokens(tmp_path / "t.pt", _codes(1, 2, 5))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npy"]  # no partial files
+
+
+# --- byte order, sparse tensors and arrays that would inflate --------------------------------------------
+
+
+def test_big_endian_and_any_byte_order_are_converted(tmp_path: Path) -> None:
+    codes = np.random.default_rng(0).integers(0, 1024, (4, 9))
+    for dtype in (">i8", ">i2", "<i4", ">u2"):
+        np.save(tmp_path / "c.npy", codes.astype(dtype))
+        assert torch.equal(read_tokens(tmp_path / "c.npy").codes, torch.from_numpy(codes)[None])
+    np.savez(tmp_path / "c.npz", codes=codes.astype(">i8"))
+    assert torch.equal(read_tokens(tmp_path / "c.npz").codes, torch.from_numpy(codes)[None])
+
+
+def test_sparse_tensor_is_a_token_error(tmp_path: Path) -> None:
+    sparse = torch.sparse_coo_tensor(torch.tensor([[0], [5]]), torch.tensor([3]), (4, 10**9))
+    torch.save(sparse, tmp_path / "s.pt")
+    with pytest.raises(TokenError, match=r"s\.pt: codes must be a dense tensor"):
+        read_tokens(tmp_path / "s.pt")
+    torch.save({"codes": sparse}, tmp_path / "d.pt")
+    with pytest.raises(TokenError, match=r"d\.pt: codes must be a dense tensor"):
+        read_tokens(tmp_path / "d.pt")
+
+
+def test_arrays_are_size_checked_from_their_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .npy header claiming 32 GB (with no data behind it) and an .npz that inflates past the limit are
+    refused from their headers, before anything is read or inflated."""
+    from numpy.lib import format as npy_format
+
+    with open(tmp_path / "huge.npy", "wb") as fo:
+        npy_format.write_array_header_1_0(fo, {"descr": "<i8", "fortran_order": False, "shape": (4, 10**9)})
+    with pytest.raises(TokenError, match=r"huge\.npy: holds a \[4, 1000000000\] int64 array of 29\.8 GB, over"):
+        read_tokens(tmp_path / "huge.npy")
+    monkeypatch.setenv("MBD_MAX_MEMORY", "1M")  # the input limit follows the memory limit when lower
+    np.savez_compressed(tmp_path / "bomb.npz", codes=np.zeros((4, 100_000), dtype=np.int64))  # 3.2 MB inflated
+    assert (tmp_path / "bomb.npz").stat().st_size < 100_000
+
+    def no_inflation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the member was inflated")
+
+    monkeypatch.setattr(np.lib.format, "read_array", no_inflation)
+    with pytest.raises(TokenError, match=r"bomb\.npz \(key 'codes'\): holds a \[4, 100000\] int64 array of 3 MB"):
+        read_tokens(tmp_path / "bomb.npz")
+
+
+def test_hostile_pickle_is_one_line(tmp_path: Path) -> None:
+    import io as io_module
+
+    class _OpensAFile:
+        def __reduce__(self):
+            return io_module.open, (str(tmp_path / "x"), "w")
+
+    torch.save({"codes": _OpensAFile()}, tmp_path / "evil.pt")
+    with pytest.raises(TokenError) as err:
+        read_tokens(tmp_path / "evil.pt")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'evil.pt'}: refused to load: the pickle asks for ") and "\n" not in message
+    assert "weights_only" not in message and not (tmp_path / "x").exists()
