@@ -1,18 +1,21 @@
-"""Long-audio decode: time per second of audio and peak memory, 10 s unchunked vs 10 minutes chunked.
+"""Long audio end to end: time per second of audio and peak memory, 10 s unchunked vs 10 minutes chunked.
 
-    python benchmarks/long_audio.py --size reduced --steps 2
+    python benchmarks/long_audio.py --size tiny --steps 1
     python benchmarks/long_audio.py --device cuda --size released --steps 20 --long 60
 
-Both cases decode a random latent with `generate(options=RuntimeOptions(fused=True, ...))` (another
-`--mode` of decode_speed.py may be chosen; the long case adds `chunk_seconds`) and then re-EQ the whole
-output against a reference of the same length (32 bands, as `tokens_to_wav` does), so the global re-EQ's
-time and memory are included. Each case runs in its own subprocess so that its peak memory is its own: the
-process's max RSS on CPU (torch and the model included), `torch.cuda.max_memory_allocated` on CUDA.
-Before the timing, each worker builds the fused network and decodes one untimed chunk (warm-up). The
-short case is timed `--repeats` times (the run with the median wall time is reported), once before and once
-after the long case, so that drift in a shared machine's speed shows; the long case is compared with the mean
-of the two. A last subprocess alternates, `--rounds` times, one chunked decode of `--pieces` chunks with the same
-audio decoded as separate unchunked chunk-length calls, so that drift cancels in the ratio of the two sums.
+Every decode case is the whole `tokens_to_wav` on random codes: EnCodec 24 kHz (the `encodec` package's
+architecture with random weights and codebooks, 4 codebooks) turns them into latents and decodes its
+reference, the bands are sampled with `RuntimeOptions(fused=True, ...)` (another `--mode` of
+decode_speed.py may be chosen; the long case adds `chunk_seconds`), and the output is re-EQ'd against the
+reference (32 bands). The `encode` case encodes `--long` seconds of noise with `EncodecCodec.encode`'s
+default (pieces of 60 s past 60 s). Each case runs in its own subprocess so that its peak memory is its own:
+the process's max RSS on CPU (torch, the model and the codec included), `torch.cuda.max_memory_allocated`
+on CUDA. Before the timing, each decode worker decodes one untimed chunk (warm-up); the baseline is the
+peak after it. The short case is timed `--repeats` times (the run with the median wall time is reported),
+once before and once after the long case, so that drift in a shared machine's speed shows; the long case is
+compared with the mean of the two. A last subprocess alternates, `--rounds` times, one chunked `generate`
+of `--pieces` chunks with the same audio generated as separate unchunked chunk-length calls, so that drift
+cancels in the ratio of the two sums.
 """
 
 from __future__ import annotations
@@ -20,18 +23,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 
 import torch
 from decode_speed import HOP, MODES, SAMPLE_RATE, SIZES, build
 
+from mbd.codec import EncodecCodec
 from mbd.diffusion import spaced_steps
-from mbd.eq import re_eq
 from mbd.options import RuntimeOptions
+
+N_Q = 4
 
 
 def peak_gib(cuda: bool) -> float:
@@ -40,15 +46,41 @@ def peak_gib(cuda: bool) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 
 
+def random_codec_weights(path: str) -> None:
+    """EnCodec 24 kHz with random weights and random (non-zero) codebooks, saved as a weights file."""
+    from encodec import EncodecModel
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = EncodecModel.encodec_model_24khz(pretrained=False)
+    for layer in model.quantizer.vq.layers:  # k-means init leaves them at zero until training
+        layer._codebook.embed.normal_()
+        layer._codebook.inited.fill_(1)
+    torch.save(model.state_dict(), path)
+
+
+def encode_worker(args: argparse.Namespace) -> None:
+    codec = EncodecCodec(args.codec, N_Q).to(args.device)
+    length = round(args.seconds * SAMPLE_RATE)
+    wav = 0.1 * torch.randn(1, 1, length, generator=torch.Generator().manual_seed(1))
+    baseline = peak_gib(args.device.startswith("cuda"))
+    t0 = time.perf_counter()
+    codes = codec.encode(wav.to(args.device))
+    wall = time.perf_counter() - t0
+    assert codes.shape == (1, N_Q, -(-length // HOP))
+    print(json.dumps({"wall": wall, "peak_gib": peak_gib(args.device.startswith("cuda")), "baseline_gib": baseline}))
+
+
 def worker(args: argparse.Namespace) -> None:
+    if args.encode:
+        return encode_worker(args)
     cuda = args.device.startswith("cuda")
     model = build(args.size, args.device)
+    model.codec = EncodecCodec(args.codec, N_Q).to(args.device)
     frames = round(args.seconds * SAMPLE_RATE / HOP)
     length = frames * HOP
-    latents = torch.randn(1, 128, frames, generator=torch.Generator().manual_seed(1)).to(args.device)  # [B, D, T]
-    t = torch.arange(length) / SAMPLE_RATE
-    reference = 0.1 * torch.sin(2 * math.pi * 220 * t) + 0.01 * torch.randn(length)
-    reference = reference.view(1, 1, length).to(args.device)
+    codes = torch.randint(0, 1024, (1, N_Q, frames), generator=torch.Generator().manual_seed(1)).to(args.device)
     steps = spaced_steps(args.steps)
     fused, dtype, compile = MODES[args.mode]
     options = RuntimeOptions(fused=fused, dtype=dtype, compile=compile, overlap_seconds=args.overlap)
@@ -59,7 +91,7 @@ def worker(args: argparse.Namespace) -> None:
         return time.perf_counter()
 
     warm = round(args.chunk * SAMPLE_RATE / HOP)  # one chunk's worth, not timed
-    model.generate(latents[..., :warm], steps=steps, options=options)
+    model.tokens_to_wav(codes[..., :warm], steps=steps, options=options)
     sync()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -69,6 +101,7 @@ def worker(args: argparse.Namespace) -> None:
 
     generator = torch.Generator(args.device)  # draws where the model runs
     if args.rounds:
+        latents = model.codec.latents(codes)
         chunked = unchunked = 0.0
         for _ in range(args.rounds):
             t0 = sync()
@@ -83,14 +116,11 @@ def worker(args: argparse.Namespace) -> None:
     runs = []
     for _ in range(args.repeats):
         t0 = sync()
-        wav = model.generate(latents, steps=steps, generator=generator.manual_seed(2), options=options)
-        t1 = sync()
-        out = re_eq(wav, reference, SAMPLE_RATE, 32)
-        t2 = sync()
+        out = model.tokens_to_wav(codes, steps=steps, generator=generator.manual_seed(2), options=options)
+        wall = sync() - t0
         assert out.shape == (1, 1, length) and torch.isfinite(out).all()
-        runs.append({"decode": t1 - t0, "eq": t2 - t1})
-    median = sorted(runs, key=lambda r: r["decode"] + r["eq"])[len(runs) // 2]
-    print(json.dumps({**median, "peak_gib": peak_gib(cuda), "baseline_gib": baseline}))
+        runs.append(wall)
+    print(json.dumps({"wall": sorted(runs)[len(runs) // 2], "peak_gib": peak_gib(cuda), "baseline_gib": baseline}))
 
 
 def main() -> None:
@@ -106,9 +136,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the short case (median reported)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds of the interleaved comparison (0: none)")
     parser.add_argument("--pieces", type=int, default=6, help="chunks per round of the interleaved comparison")
+    parser.add_argument("--encode", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure EncodecCodec.encode of --long seconds")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--chunked", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--codec", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -117,9 +150,11 @@ def main() -> None:
         f"{args.long:g} s, {args.chunk:g} s chunks, {args.overlap:g} s overlap": (args.long, True),
         f"{args.short:g} s, unchunked (after)": (args.short, False),
     }
+    codec = tempfile.NamedTemporaryFile(suffix=".th")
+    random_codec_weights(codec.name)
     common = [sys.executable, __file__, "--worker", "--size", args.size, "--device", args.device]
     common += ["--mode", args.mode, "--steps", str(args.steps), "--chunk", str(args.chunk)]
-    common += ["--overlap", str(args.overlap), "--rounds", "0"]
+    common += ["--overlap", str(args.overlap), "--rounds", "0", "--codec", codec.name, "--no-encode"]
 
     def run(name: str, extra: list[str]) -> dict[str, float]:
         proc = subprocess.run(common + extra, capture_output=True, text=True)
@@ -132,6 +167,9 @@ def main() -> None:
     for name, (seconds, chunked) in cases.items():
         extra = ["--chunked", "--repeats", "1"] if chunked else ["--repeats", str(args.repeats)]
         results[name] = (seconds, run(name, ["--seconds", str(seconds), *extra]))
+    if args.encode:
+        name = f"encode {args.long:g} s (60 s pieces)"
+        results[name] = (args.long, run(name, ["--seconds", str(args.long), "--encode"]))
     pieces = args.pieces * args.chunk
     interleaved = None
     if args.rounds:
@@ -140,22 +178,21 @@ def main() -> None:
     memory = "CUDA max allocated" if args.device.startswith("cuda") else "max RSS"
     print(
         f"\ndevice={args.device} size={args.size} steps={args.steps} x 4 bands, mode={args.mode}, "
-        f"re-EQ 32 bands included, threads={torch.get_num_threads()}"
+        f"tokens_to_wav (EnCodec decode, 32-band re-EQ), threads={torch.get_num_threads()}"
     )
-    print("| case | audio s | wall s (decode + re-EQ) | s per audio s | vs mean short ", end="")
-    print(f"| peak GiB, {memory} (after warm-up) |")
+    print(f"| case | audio s | wall s | s per audio s | vs mean short | peak GiB, {memory} (baseline) |")
     print("|---|---:|---:|---:|---:|---:|")
-    per_second = {name: (r["decode"] + r["eq"]) / s for name, (s, r) in results.items()}
+    per_second = {name: r["wall"] / s for name, (s, r) in results.items()}
     short = [per_second[name] for name, (_, chunked) in cases.items() if not chunked]
     first = sum(short) / len(short)
     for name, (seconds, r) in results.items():
-        wall = f"{r['decode'] + r['eq']:.1f} ({r['decode']:.1f} + {r['eq']:.1f})"
+        ratio = "" if name.startswith("encode") else f"{per_second[name] / first:.2f}x"
         peak = f"{r['peak_gib']:.2f} ({r['baseline_gib']:.2f})"
-        print(f"| {name} | {seconds:g} | {wall} | {per_second[name]:.3f} | {per_second[name] / first:.2f}x | {peak} |")
+        print(f"| {name} | {seconds:g} | {r['wall']:.1f} | {per_second[name]:.3f} | {ratio} | {peak} |")
     if interleaved is not None:
         print(
             f"\nInterleaved, {args.rounds} rounds: {pieces:g} s chunked {interleaved['chunked']:.1f} s vs "
-            f"{args.pieces} x {args.chunk:g} s unchunked {interleaved['unchunked']:.1f} s (decode only): "
+            f"{args.pieces} x {args.chunk:g} s unchunked {interleaved['unchunked']:.1f} s (generate only): "
             f"ratio {interleaved['chunked'] / interleaved['unchunked']:.3f}"
         )
 

@@ -46,8 +46,9 @@ def split_bands_in_segments(
     """`split_bands(x)` piece by piece along time, for signals too long to split in one go.
 
     Each piece is filtered with `half_size` samples of context on both sides, taken from the signal
-    edge-padded once exactly as julius pads it, so the pieces equal the matching slices of `split_bands(x)`
-    up to float rounding. Memory is O(n_bands * segment) instead of O(n_bands * L).
+    edge-padded exactly as julius pads it (only the pieces at the edges are padded, so no padded copy of the
+    whole signal is made), so the pieces equal the matching slices of `split_bands(x)` up to float rounding.
+    Memory is O(n_bands * segment) besides `x` instead of O(n_bands * L).
 
     Args:
         x: audio `[*, L]`.
@@ -64,14 +65,17 @@ def split_bands_in_segments(
     *lead, length = x.shape
     flat = x.reshape(-1, 1, length)  # [N, 1, L]
     half = 0 if lowpass is None else lowpass.half_size
-    padded = F.pad(flat, (half, half), mode="replicate") if half else flat  # [N, 1, L + 2 * half]
     for start in range(0, length, segment):
         end = min(start + segment, length)
         piece = flat[..., start:end]  # [N, 1, s]
         if lowpass is None:
             yield start, piece.reshape(1, *lead, end - start)
             continue
-        context = padded[..., start : end + 2 * half]  # [N, 1, s + 2 * half]
+        # The slice of the signal edge-padded by `half` on both sides, without padding all of it at once.
+        lo, hi = start - half, end + half
+        context = flat[..., max(lo, 0) : min(hi, length)]
+        if lo < 0 or hi > length:
+            context = F.pad(context, (max(-lo, 0), max(hi - length, 0)), mode="replicate")  # [N, 1, s + 2 * half]
         conv = fft_conv1d if lowpass.fft else F.conv1d
         lows = conv(context, lowpass.filters).transpose(0, 1)  # [n_bands - 1, N, s]
         # As julius.SplitBands: band 0 is the lowest low-pass, then differences, then the remainder.

@@ -1,10 +1,16 @@
-"""Chunked decoding of long audio: bounded memory, time linear in length.
+"""Chunked processing of long audio: bounded memory, time linear in length.
 
-The latent is cut on frame boundaries into chunks that overlap by a few frames. Each chunk is decoded on
-its own (its overlap frames give the model context across the cut), and neighbouring chunks are
-crossfaded over their overlap with complementary raised-cosine windows (w and 1 - w), so a signal that
-two chunks agree on is reproduced exactly. Re-EQ is applied afterwards to the whole output by
-`MultiBandDiffusion.tokens_to_wav`, never per chunk.
+Two ways to cut a long signal:
+
+- `decode_in_chunks` (the diffusion decode): the latent is cut on frame boundaries into chunks that overlap
+  by a few frames. Each chunk is decoded on its own (its overlap frames give the model context across the
+  cut), and neighbouring chunks are crossfaded over their overlap with complementary raised-cosine windows
+  (w and 1 - w), so a signal that two chunks agree on is reproduced exactly. Re-EQ is applied afterwards to
+  the whole output by `MultiBandDiffusion.tokens_to_wav`, never per chunk.
+- `map_with_context` (the codec's encoder and decoder): each piece is computed with some context on both
+  sides and only its centre is kept; the kept centres tile the signal, nothing is crossfaded. For a
+  network with a finite receptive field that fits in the context this is exact; EnCodec's LSTM has an
+  unbounded one, so it is exact only up to the state the context does not recover (small after 1 s).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import math
 from collections.abc import Callable
 
 import torch
+
+from .errors import InputError
 
 
 def chunk_spans(n_frames: int, chunk_frames: int, overlap_frames: int) -> list[tuple[int, int]]:
@@ -80,3 +88,135 @@ def decode_in_chunks(
         out[..., first:last] += piece
     assert out is not None
     return out
+
+
+def context_spans(n: int, chunk: int, context: int) -> list[tuple[int, int, int, int]]:
+    """Pieces of at most `chunk` positions whose centres tile `[0, n)`.
+
+    Each piece borrows up to `context` positions from its neighbours on each side, and at most a quarter of
+    `chunk` (so that at least half of every piece is kept and the work stays under twice the unchunked).
+
+    Args:
+        n: positions in all.
+        chunk: positions per piece, context included (>= 1).
+        context: positions of context wanted on each side.
+
+    Returns:
+        `(lo, start, end, hi)` per piece: it is computed over `[lo, hi)` and `[start, end)` is kept.
+    """
+    if chunk < 1 or context < 0:
+        raise ValueError(f"need chunk >= 1 and context >= 0, got {chunk}, {context}")
+    context = min(context, chunk // 4)
+    keep = chunk - 2 * context
+    return [
+        (max(0, start - context), start, min(n, start + keep), min(n, start + keep + context))
+        for start in range(0, n, keep)
+    ]
+
+
+def map_with_context(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    chunk: int,
+    context: int,
+    step_in: int,
+    step_out: int,
+) -> torch.Tensor:
+    """`fn(x)` computed piece by piece along the last dimension, each piece's centre kept.
+
+    Positions are the units both sides share: position i is `x[..., i * step_in : (i + 1) * step_in]` and
+    `fn(x)[..., i * step_out : (i + 1) * step_out]` (codec frames: `step_in = 1, step_out = hop` for a
+    decoder, `step_in = hop, step_out = 1` for an encoder). `fn` only ever sees at most `chunk` positions.
+
+    Args:
+        fn: `[*, l] -> [*', m]`, where a piece of p whole positions gives `m = p * step_out` (the last piece
+            may end mid-position; its output is kept to the end).
+        x: input `[*, L]`, `ceil(L / step_in)` positions.
+        chunk: positions per call of `fn`, context included.
+        context: positions of context on each side of a piece (see `context_spans`).
+        step_in, step_out: input and output samples per position.
+
+    Returns:
+        the pieces' centres, concatenated along the last dimension.
+    """
+    n = -(-x.shape[-1] // step_in)
+    pieces = []
+    for lo, start, end, hi in context_spans(n, chunk, context):
+        out = fn(x[..., lo * step_in : hi * step_in])
+        if hi < n and out.shape[-1] != (hi - lo) * step_out:
+            raise ValueError(f"a piece of {hi - lo} positions gave {out.shape[-1]} outputs, not {(hi - lo) * step_out}")
+        last = None if end == n else (end - lo) * step_out
+        pieces.append(out[..., (start - lo) * step_out : last].clone())  # not a view: frees the context
+    return torch.cat(pieces, dim=-1)
+
+
+CODEC_CONTEXT_SECONDS = 1.0
+"""Context on each side of a piece of a codec's encode or decode: EnCodec's LSTM state converges well
+within it (a random-weight EnCodec 24 kHz decoder: 2e-5 relative error with 10 frames of context, 3e-7
+with 38; tests/test_chunking.py)."""
+
+
+def _frames(seconds: float, sample_rate: int, hop: int) -> int:
+    if not 0 < seconds < float("inf"):
+        raise InputError(f"chunk_seconds must be a positive number, got {seconds}")
+    return max(1, round(seconds * sample_rate / hop))
+
+
+def decode_codes_in_pieces(
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    codes: torch.Tensor,
+    hop: int,
+    sample_rate: int,
+    chunk_seconds: float | None,
+) -> torch.Tensor:
+    """A codec's `decode(codes)`, in pieces of at most `chunk_seconds` (context included) when longer.
+
+    Args:
+        decode: codes `[B, K, t]` -> audio `[B, C, t * hop]`.
+        codes: `[B, K, T]`.
+        hop: audio samples per code frame.
+        sample_rate: the codec's sample rate in Hz.
+        chunk_seconds: longest piece, with `CODEC_CONTEXT_SECONDS` of context on each side; None decodes
+            in one call.
+
+    Returns:
+        audio `[B, C, T * hop]`; equal to `decode(codes)` when it fits in one piece.
+    """
+    if chunk_seconds is None:
+        return decode(codes)
+    chunk = _frames(chunk_seconds, sample_rate, hop)
+    if codes.shape[-1] <= chunk:
+        return decode(codes)
+    context = _frames(CODEC_CONTEXT_SECONDS, sample_rate, hop)
+    return map_with_context(decode, codes, chunk, context, 1, hop)
+
+
+def encode_in_pieces(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    wav: torch.Tensor,
+    hop: int,
+    sample_rate: int,
+    chunk_seconds: float | None,
+) -> torch.Tensor:
+    """A codec's `encode(wav)`, in pieces of at most `chunk_seconds` (context included) when longer.
+
+    Pieces start on frame boundaries, so a piece's frame j is the whole signal's frame `lo + j`.
+
+    Args:
+        encode: audio `[B, 1, l]` -> codes `[B, K, ceil(l / hop)]`.
+        wav: `[B, 1, L]`.
+        hop: audio samples per code frame.
+        sample_rate: the codec's sample rate in Hz.
+        chunk_seconds: longest piece, with `CODEC_CONTEXT_SECONDS` of context on each side; None encodes
+            in one call.
+
+    Returns:
+        codes `[B, K, ceil(L / hop)]`; equal to `encode(wav)` when it fits in one piece.
+    """
+    if chunk_seconds is None:
+        return encode(wav)
+    chunk = _frames(chunk_seconds, sample_rate, hop)
+    if wav.shape[-1] <= chunk * hop:
+        return encode(wav)
+    context = _frames(CODEC_CONTEXT_SECONDS, sample_rate, hop)
+    return map_with_context(encode, wav, chunk, context, hop, 1)

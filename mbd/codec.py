@@ -19,10 +19,14 @@ import torch
 from torch import nn
 
 from mbd import hub
+from mbd.chunking import encode_in_pieces
 from mbd.errors import InputError, TokenError
 
 ENCODEC_24KHZ_BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)
 _CODEC_NAMES = ("encodec_24khz", "encodec_32khz")
+ENCODE_CHUNK_SECONDS = 60.0
+"""Audio longer than this is encoded in pieces of this length (1 s of context on each side included), so
+the encoder's activations (~13 MB per second of audio on CPU) stay bounded; shorter audio in one call."""
 
 
 @tp.runtime_checkable
@@ -34,8 +38,9 @@ class Codec(tp.Protocol):
     n_q: int
     cardinality: int
 
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """Audio `[B, 1, L]` float -> codes `[B, n_q, T]` int64, `T = ceil(L / hop_length)`."""
+    def encode(self, wav: torch.Tensor, chunk_seconds: float | None = ENCODE_CHUNK_SECONDS) -> torch.Tensor:
+        """Audio `[B, 1, L]` float -> codes `[B, n_q, T]` int64, `T = ceil(L / hop_length)`; audio longer than
+        `chunk_seconds` is encoded in pieces (`mbd.chunking.encode_in_pieces`)."""
         ...
 
     def latents(self, codes: torch.Tensor) -> torch.Tensor:
@@ -170,9 +175,18 @@ class EncodecCodec(nn.Module):
         self.eval()
 
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """Audio `[B, 1, L]` -> codes `[B, n_q, ceil(L / 320)]` int64."""
+    def encode(self, wav: torch.Tensor, chunk_seconds: float | None = ENCODE_CHUNK_SECONDS) -> torch.Tensor:
+        """Audio `[B, 1, L]` -> codes `[B, n_q, ceil(L / 320)]` int64.
+
+        Args:
+            wav: mono audio at 24 kHz.
+            chunk_seconds: audio longer than this is encoded in pieces of at most this length, each with
+                1 s of context on both sides (`mbd.chunking.encode_in_pieces`); None encodes in one call.
+        """
         _check_wav(wav)
+        return encode_in_pieces(self._encode, wav, self.hop_length, self.sample_rate, chunk_seconds)
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
         ((codes, scale),) = self.model.encode(wav)  # one frame: the 24 kHz model is not segmented
         assert scale is None
         return codes
@@ -233,9 +247,17 @@ class HFEncodecCodec(nn.Module):
         return cls(model, n_q)
 
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor) -> torch.Tensor:
-        """Audio `[B, 1, L]` -> codes `[B, n_q, ceil(L / hop_length)]` int64."""
+    def encode(self, wav: torch.Tensor, chunk_seconds: float | None = ENCODE_CHUNK_SECONDS) -> torch.Tensor:
+        """Audio `[B, 1, L]` -> codes `[B, n_q, ceil(L / hop_length)]` int64.
+
+        Args:
+            wav: mono audio at the codec's rate.
+            chunk_seconds: as for `EncodecCodec.encode`.
+        """
         _check_wav(wav)
+        return encode_in_pieces(self._encode, wav, self.hop_length, self.sample_rate, chunk_seconds)
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
         codes = self.model.encode(wav, bandwidth=self.bandwidth, return_dict=True).audio_codes
         return codes[0]  # [chunks = 1, B, K, T] -> [B, K, T]
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .chunking import decode_codes_in_pieces
 from .config import CodecConfig, MBDConfig
 from .eq import re_eq
 from .mel import MelConfig, MelSpectrogram
@@ -59,8 +60,11 @@ class Conditioning(nn.Module):
         """Audio samples per condition frame."""
         raise NotImplementedError
 
-    def from_tokens(self, tokens: torch.Tensor, n_bands: int, per_clip_eq: bool) -> Request:
-        """Codes `[B, K, T]` to a request whose output is re-EQ'd with `n_bands` bands (see `eq.re_eq`)."""
+    def from_tokens(
+        self, tokens: torch.Tensor, n_bands: int, per_clip_eq: bool, chunk_seconds: float | None = None
+    ) -> Request:
+        """Codes `[B, K, T]` to a request whose output is re-EQ'd with `n_bands` bands (see `eq.re_eq`);
+        with `chunk_seconds`, the reference the output is re-EQ'd against is decoded in pieces that long."""
         raise RuntimeError("this is a mel model: it has no codec; use `vocode(mel)` or `regenerate(wav, sr)`")
 
     def from_mel(self, mel: torch.Tensor, strictness: float) -> Request:
@@ -111,17 +115,28 @@ class CodecLatents(Conditioning):
                                "the model with its codec")
         return int(self.codec.hop_length)
 
-    def from_tokens(self, tokens: torch.Tensor, n_bands: int, per_clip_eq: bool) -> Request:
+    def from_tokens(
+        self, tokens: torch.Tensor, n_bands: int, per_clip_eq: bool, chunk_seconds: float | None = None
+    ) -> Request:
         codec = self._codec()
-        # [B, C, L]; per clip, each decoded alone, as the codec's convolutions round differently by batch size
-        reference = torch.cat([codec.decode(t[None]) for t in tokens]) if per_clip_eq else codec.decode(tokens)
+        # The codec's decoder holds ~25 MB of activations per second of audio on CPU: decoded in pieces, its
+        # memory follows the chunk, and the reference itself is 4 bytes per sample. The re-EQ then streams
+        # over it in segments (`eq.re_eq`). Per clip, each clip is decoded alone, as the codec's convolutions
+        # round differently by batch size.
+        def decode(codes: torch.Tensor) -> torch.Tensor:
+            return decode_codes_in_pieces(codec.decode, codes, int(codec.hop_length), self.sample_rate, chunk_seconds)
+
+        reference = torch.cat([decode(t[None]) for t in tokens]) if per_clip_eq else decode(tokens)  # [B, C, L]
         latents = codec.latents(tokens)  # [B, D, T]
 
         def finish(wav: torch.Tensor) -> torch.Tensor:
             ref = reference.to(wav)
-            if per_clip_eq:
-                return torch.cat([re_eq(w[None], r[None], self.sample_rate, n_bands) for w, r in zip(wav, ref)])
-            return re_eq(wav, ref, self.sample_rate, n_bands)
+            if not per_clip_eq:
+                return re_eq(wav, ref, self.sample_rate, n_bands)
+            out = torch.empty_like(ref)
+            for b in range(wav.shape[0]):
+                out[b : b + 1] = re_eq(wav[b : b + 1], ref[b : b + 1], self.sample_rate, n_bands)
+            return out
 
         return Request(latents, reference.shape[-1], finish)
 

@@ -335,12 +335,15 @@ class MultiBandDiffusion(nn.Module):
         """Decode codec tokens `[B, K, T]` to audio `[B, C, T * hop]`, re-EQ'd against the codec's decode
         (token models only).
 
-        The re-EQ runs once over the whole output, also when `options.chunk_seconds` decodes it in chunks.
+        The re-EQ runs once over the whole output, also when `options.chunk_seconds` decodes it in chunks;
+        then the codec's reference decode is made in pieces of that length too (1 s of context on each side,
+        `mbd.chunking.decode_codes_in_pieces`) and the re-EQ streams over segments, so memory follows the
+        chunk, not the clip.
         Like AudioCraft it equalises the batch jointly (one gain per band for all clips); `per_clip_eq`
         equalises each clip against its own reference instead, so that a clip's output does not depend on
         the rest of the batch. The other arguments are those of `generate`.
         """
-        request = self.conditioning.from_tokens(tokens.to(self.device), n_bands, per_clip_eq)
+        request = self.conditioning.from_tokens(tokens.to(self.device), n_bands, per_clip_eq, options.chunk_seconds)
         return self._run(request, steps, generator, noise, sampler, options)
 
     @torch.no_grad()

@@ -101,6 +101,35 @@ def test_codec_takes_one_frame_and_unbatched_codes(codec: EncodecCodec) -> None:
     assert codec.latents(codes).shape == (1, 128, 1)
 
 
+def test_long_audio_is_encoded_in_pieces(
+    reference: tuple[torch.nn.Module, Path], codec: EncodecCodec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audio longer than `chunk_seconds` reaches the encoder in pieces of at most that length, which start on
+    frame boundaries and give the whole signal's codes; shorter audio is encoded in one call, unchanged."""
+    model = reference[0]
+    model.set_target_bandwidth(3.0)
+    wav = 0.1 * torch.randn(1, 1, 36001, generator=torch.Generator().manual_seed(6))  # 1.5 s, 113 frames
+    with torch.no_grad():
+        ((whole, _),) = model.encode(wav)
+    calls: list[int] = []
+    encode = codec.model.encode
+
+    def spy(piece: torch.Tensor) -> list:
+        calls.append(piece.shape[-1])
+        return encode(piece)
+
+    monkeypatch.setattr(codec.model, "encode", spy)
+    assert torch.equal(codec.encode(wav), whole) and calls == [36001]  # the default chunks only past 60 s
+    calls.clear()
+    codes = codec.encode(wav, chunk_seconds=0.5)  # pieces of 38 frames, 9 of them context on each side
+    assert codes.shape == whole.shape and len(calls) == 6
+    assert max(calls) <= 38 * 320 and all(n % 320 == 0 for n in calls[:-1])
+    # EnCodec's LSTM makes pieces inexact in principle; with the context these random weights agree fully.
+    assert (codes == whole).float().mean() > 0.99
+    with pytest.raises(InputError, match="chunk_seconds"):
+        codec.encode(wav, chunk_seconds=float("inf"))
+
+
 def test_bad_audio_is_refused(codec: EncodecCodec) -> None:
     with pytest.raises(InputError, match="mono"):
         codec.encode(torch.zeros(1, 2, 320))

@@ -77,6 +77,35 @@ def test_codec_request_per_clip_eq_equalises_each_clip_alone() -> None:
     assert not torch.allclose(out, re_eq(wav, codec.reference, SR, 8))  # joint EQ differs
 
 
+@pytest.mark.parametrize("per_clip_eq", [False, True])
+def test_chunked_reference_re_eq_matches_the_whole(encodec_weights, per_clip_eq: bool) -> None:  # noqa: ANN001
+    """With chunk_seconds, EnCodec's reference is decoded in pieces of at most that length, and the re-EQ
+    against it is the whole-signal re-EQ against the unchunked decode, within a small tolerance."""
+    from mbd.codec import EncodecCodec
+
+    codec = EncodecCodec(encodec_weights, 4)
+    calls: list[int] = []
+    decode = codec.decode
+
+    def spy(codes: torch.Tensor) -> torch.Tensor:
+        calls.append(codes.shape[-1])
+        return decode(codes)
+
+    codec.decode = spy
+    codes = torch.randint(0, 1024, (2, 4, 90), generator=torch.Generator().manual_seed(4))  # 1.2 s
+    request = CodecLatents(CodecConfig(), SR, codec).from_tokens(codes, 32, per_clip_eq, chunk_seconds=0.4)
+    assert calls and max(calls) <= 30 and sum(calls) < 2 * 90  # 0.4 s = 30 frames, context included
+    whole = decode(codes)  # [B, 1, L]
+    wav = torch.randn(2, 1, request.length, generator=torch.Generator().manual_seed(5))
+    if per_clip_eq:
+        want = torch.cat([re_eq(wav[b : b + 1], whole[b : b + 1], SR, 32) for b in range(2)])
+    else:
+        want = re_eq(wav, whole, SR, 32)
+    got = request.finish(wav)
+    assert (got - want).norm() / want.norm() < 1e-3
+    assert (got - wav).norm() / wav.norm() > 0.1  # the re-EQ did change the signal
+
+
 def test_codec_regenerate_request_keeps_the_input_length_without_re_eq() -> None:
     codec = _codec()
     wav = torch.randn(2, 1, 6 * 320 - 7, generator=torch.Generator().manual_seed(3))
