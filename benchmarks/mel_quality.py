@@ -57,10 +57,10 @@ import soundfile as sf
 import torch
 
 from mbd.api import load_model
+from mbd.griffin_lim import polish as polish_stft
 from mbd.mel import MelSpectrogram
 from mbd.pipeline import MultiBandDiffusion
 from mbd.spectral_mbd import SpectralMBD
-from mbd.spectral_mbd import polish as polish_stft
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["mel_l1", "mrstft", "si_sdr", "pesq", "stoi", "periodicity", "vuv_f1", "dnsmos"]

@@ -60,6 +60,11 @@ class Conditioning(nn.Module):
         """Audio samples per condition frame."""
         raise NotImplementedError
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest audio `from_audio` takes: 2 condition frames."""
+        return 2 * self.hop_length
+
     def from_tokens(
         self, tokens: torch.Tensor, n_bands: int, per_clip_eq: bool, chunk_seconds: float | None = None
     ) -> Request:
@@ -169,6 +174,11 @@ class MelFeatures(Conditioning):
     @property
     def hop_length(self) -> int:
         return self.features.hop_length
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest audio whose centred STFT works (`MelConfig.min_samples`)."""
+        return self.features.config.min_samples
 
     def from_mel(self, mel: torch.Tensor, strictness: float) -> Request:
         batched = mel.dim() == 3

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from . import checkpoint, diffusion, flow, fused
+from .band import Band
 from .chunking import decode_in_chunks
 from .conditioning import Conditioning, Request, conditioning_for
-from .config import BandConfig, MBDConfig
+from .config import MBDConfig
 from .diffusion import Sampler, sample
 from .eq import re_eq
 from .errors import AudioError
@@ -28,25 +29,8 @@ from .gemm_conv import use_gemm
 from .mel import MelSpectrogram
 from .noise import Generators, all_draws, band_draws, clip_by_clip, per_clip
 from .options import DTYPES, FAITHFUL, DType, RuntimeOptions
-from .processor import BandProcessor
 from .resample import resample
 from .unet import DiffusionUNet
-
-
-class Band(nn.Module):
-    """One band model: U-Net, schedule and optional EQ processor."""
-
-    def __init__(self, config: BandConfig, sample_rate: int) -> None:
-        super().__init__()
-        self.config = config
-        self.unet = DiffusionUNet(config.unet)
-        self.schedule = config.schedule
-        self.processor = BandProcessor(config.processor, sample_rate) if config.processor is not None else None
-
-    def unproject(self, z: torch.Tensor) -> torch.Tensor:
-        """Diffusion space to audio `[B, C, L]` (identity without a processor)."""
-        return z if self.processor is None else self.processor.unproject(z)
-
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 """`on_step(band, iteration, x)`: the diffusion-space state after each sampler iteration."""
@@ -299,8 +283,8 @@ class MultiBandDiffusion(nn.Module):
 
     @property
     def min_samples(self) -> int:
-        """The shortest audio `regenerate` takes, at the model's rate: 2 frames, or a mel's `min_samples`."""
-        return 2 * self.hop_length if self.features is None else self.features.config.min_samples
+        """The shortest audio `regenerate` takes, at the model's rate (from the conditioning)."""
+        return self.conditioning.min_samples
 
     def re_eq(self, wav: torch.Tensor, ref: torch.Tensor, n_bands: int = 32, strictness: float = 1.0) -> torch.Tensor:
         """Match the band energies of `wav` `[B, C, L]` to `ref` `[B, C, L]` (see `mbd.eq.re_eq`)."""
@@ -366,9 +350,9 @@ class MultiBandDiffusion(nn.Module):
         length = wav.shape[-1]
         if sample_rate != self.sample_rate:  # full: keep every input sample for the way back
             wav = resample(wav, sample_rate, self.sample_rate, full=True)
-        if wav.shape[-1] < self.min_samples:
+        if wav.shape[-1] < (least := self.min_samples):
             raise AudioError(f"audio too short: {wav.shape[-1]} samples at {self.sample_rate} Hz, need at least "
-                             f"{self.min_samples}")
+                             f"{least}")
         out = self._run(self.conditioning.from_audio(wav), steps, generator, None, sampler, options)
         if sample_rate != self.sample_rate:
             out = resample(out, self.sample_rate, sample_rate, output_length=length)
