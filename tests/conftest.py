@@ -124,20 +124,33 @@ class FakeCodec(nn.Module):
         codebooks: `[K, N, D]`.
         reference: what `decode` returns, `[B, 1, L]`.
         sample_rate, hop: the codec's rate and audio samples per token frame.
+        codes: the clips `[B, K, T]` whose decodes are `reference`'s rows, so that any subset of them (e.g.
+            one clip at a time) decodes to its own rows; None: `decode` always returns all of `reference`.
     """
 
-    def __init__(self, codebooks: torch.Tensor, reference: torch.Tensor, sample_rate: int = 24000, hop: int = 320):
+    def __init__(
+        self,
+        codebooks: torch.Tensor,
+        reference: torch.Tensor,
+        sample_rate: int = 24000,
+        hop: int = 320,
+        codes: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.register_buffer("codebooks", codebooks)
         self.register_buffer("reference", reference)
         self.sample_rate, self.hop_length = sample_rate, hop
         self.n_q, self.cardinality = codebooks.shape[0], codebooks.shape[1]
+        self.codes = codes
 
     def latents(self, codes: torch.Tensor) -> torch.Tensor:
         return sum(self.codebooks[k][codes[:, k]] for k in range(codes.shape[1])).permute(0, 2, 1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.reference
+        if self.codes is None:
+            return self.reference
+        rows = [next(i for i, known in enumerate(self.codes) if torch.equal(known, clip)) for clip in codes]
+        return self.reference[rows]
 
 
 class ToyCodec(nn.Module):
