@@ -7,14 +7,12 @@ import torch
 
 import mbd.fused
 import mbd.pipeline
-from mbd.config import BandConfig, CodecConfig, MBDConfig
 from mbd.diffusion import PowerSchedule
 from mbd.fused import fuse, stack_bands, unstack_bands
 from mbd.gemm_conv import use_gemm
 from mbd.options import RuntimeOptions
-from mbd.pipeline import MultiBandDiffusion
-from mbd.processor import ProcessorConfig
 from mbd.unet import DiffusionUNet, UNetConfig
+from tests.conftest import HOP, TINY_MBD_UNET, latents, tiny_mbd
 
 FUSED = RuntimeOptions(fused=True)
 
@@ -23,35 +21,6 @@ FUSED = RuntimeOptions(fused=True)
 def fuse_any_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tiny models are below the width from which fusing pays on CPU: fuse them anyway."""
     monkeypatch.setattr(mbd.fused, "CPU_MIN_WIDTH", 0)
-
-
-UNET = UNetConfig(hidden=8, depth=3, res_blocks=2, norm_groups=2, kernel=4, stride=2, growth=2.0, codec_dim=16)
-HOP = 32
-
-
-def tiny_mbd(schedules: list[PowerSchedule] | None = None, unets: list[UNetConfig] | None = None) -> MultiBandDiffusion:
-    """Three bands, the middle one without a processor, random weights large enough to matter."""
-    schedules = schedules or [PowerSchedule()] * 3
-    unets = unets or [UNET] * 3
-    bands = tuple(
-        BandConfig(u, s, None if b == 1 else ProcessorConfig(n_bands=4, power_std=0.7))
-        for b, (u, s) in enumerate(zip(unets, schedules))
-    )
-    model = MultiBandDiffusion(MBDConfig(16000, CodecConfig("test", 2), bands))
-    gen = torch.Generator().manual_seed(0)
-    for name, p in model.bands.named_parameters():
-        p.data = torch.randn(p.shape, generator=gen) * (0.3 if "weight" in name else 0.1)
-    for band in model.bands:
-        if band.processor is not None:
-            band.processor.counts.fill_(10.0)
-            band.processor.sum_x.copy_(torch.rand(4, generator=gen) * 0.1)
-            band.processor.sum_x2.copy_(1 + torch.rand(4, generator=gen) * 10)
-            band.processor.sum_target_x2.copy_(1 + torch.rand(4, generator=gen) * 10)
-    return model.eval()
-
-
-def latents(frames: int = 10, batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 16, frames, generator=torch.Generator().manual_seed(1))
 
 
 @pytest.mark.parametrize("gemm", ["none", "packed", "mm", "shifted", "winograd4"])
@@ -128,7 +97,7 @@ def test_bfloat16_close_in_relative_l2() -> None:
 
 def test_fused_falls_back_when_configs_differ() -> None:
     other = UNetConfig(hidden=4, depth=3, res_blocks=1, norm_groups=2, kernel=4, stride=2, growth=2.0, codec_dim=16)
-    model = tiny_mbd(unets=[UNET, other, UNET])
+    model = tiny_mbd(unets=[TINY_MBD_UNET, other, TINY_MBD_UNET])
     with pytest.raises(ValueError):
         fuse([band.unet for band in model.bands])
     kwargs = dict(length=8 * HOP, steps=[999, 0], generator=None, noise=torch.randn(3, 1, 2, 1, 8 * HOP))
@@ -165,7 +134,7 @@ def test_compile_requires_fused() -> None:
 
 
 def test_unet_single_forward_shapes_guard() -> None:
-    unets = [DiffusionUNet(UNET) for _ in range(2)]
+    unets = [DiffusionUNet(TINY_MBD_UNET) for _ in range(2)]
     fused = fuse(unets)
     with pytest.raises(ValueError, match="bottleneck"):
         fused.condition_embedding(torch.randn(1, 16, 100), 64)
