@@ -71,18 +71,28 @@ def _failure(path: Path, err: Exception) -> str:
     return str(err)
 
 
-def cmd_decode(args: argparse.Namespace) -> int:
+def _start(args: argparse.Namespace, suffixes: tuple[str, ...], codec_weights: str | None) -> tuple:
+    """What every decoding command does first: check the flags, find the inputs, plan the outputs, load the
+    model and check `--steps` against it. Returns `(report, sampling, runtime, items, plan, model)`, the model
+    None when no input was found."""
     report = Report()
     sampling, runtime = decoding_options(args)
-    items = expand_inputs(args.inputs, TOKEN_SUFFIXES, report)
+    items = expand_inputs(args.inputs, suffixes, report)
     if not items:
-        return report.summary("decoded")
+        return report, sampling, runtime, items, None, None
     plan = _plan(args, items, OUTPUT_AUDIO)
-    with _naming_codec_weights(args.codec_weights):
-        mbd = load_model(args.model, runtime.device, args.codec_weights)
+    with _naming_codec_weights(codec_weights):
+        mbd = load_model(args.model, runtime.device, codec_weights)
+    check_steps(sampling, mbd)
+    return report, sampling, runtime, items, plan, mbd
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    report, sampling, runtime, items, plan, mbd = _start(args, TOKEN_SUFFIXES, args.codec_weights)
+    if mbd is None:
+        return report.summary("decoded")
     if mbd.codec is None:
         raise CommandError(f"{args.model} is a mel model: use `mbd vocode` for mel spectrograms")
-    check_steps(sampling, mbd)
 
     def read(item: Item) -> torch.Tensor:
         token_file = read_tokens(item.path)
@@ -127,16 +137,11 @@ def _read_mel(path: Path, mbd, report: Report) -> torch.Tensor:  # noqa: ANN001
 
 
 def cmd_vocode(args: argparse.Namespace) -> int:
-    report = Report()
-    sampling, runtime = decoding_options(args)
-    items = expand_inputs(args.inputs, MEL_SUFFIXES, report)
-    if not items:
+    report, sampling, runtime, items, plan, mbd = _start(args, MEL_SUFFIXES, None)
+    if mbd is None:
         return report.summary("vocoded")
-    plan = _plan(args, items, OUTPUT_AUDIO)
-    mbd = load_model(args.model, runtime.device, None)
     if mbd.features is None:
         raise CommandError(f"{args.model} is a codec-token model: use `mbd decode`, or a mel model such as mel24k")
-    check_steps(sampling, mbd)
 
     def run(mel: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # value warnings were already reported per file
@@ -214,17 +219,11 @@ def _write(path: Path, wav: torch.Tensor, sample_rate: int, overwrite: bool, rep
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
-    report = Report()
-    sampling, runtime = decoding_options(args)
-    items = expand_inputs(args.inputs, AUDIO_SUFFIXES, report)
-    if not items:
+    report, sampling, runtime, items, plan, mbd = _start(args, AUDIO_SUFFIXES, args.codec_weights)
+    if mbd is None:
         return report.summary("regenerated")
-    plan = _plan(args, items, OUTPUT_AUDIO)
-    with _naming_codec_weights(args.codec_weights):
-        mbd = load_model(args.model, runtime.device, args.codec_weights)
     if args.codec_weights is not None and mbd.codec is None:
         raise CommandError(f"--codec-weights: {args.model} is a mel model, it uses no codec")
-    check_steps(sampling, mbd)
     steps = sampling.step_list(mbd)
     for item in items:
         out = plan.path(item)
@@ -274,7 +273,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
             wav, notes = read_audio(item.path, codec.sample_rate)
             for note in notes:
                 report.note(item.path, note)
-            check_memory(encode_bytes(1, wav.shape[-1]), memory_limit(args.max_memory), str(item.path))
+            needed = encode_bytes(1, wav.shape[-1], codec.sample_rate)
+            check_memory(needed, memory_limit(args.max_memory), str(item.path))
             codes = codec.encode(wav[None])
             out.parent.mkdir(parents=True, exist_ok=True)
             write_tokens(out, codes, overwrite=args.overwrite, audio_length=wav.shape[-1])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 
+from .codec import ENCODE_CHUNK_SECONDS
 from .errors import InputError
 
 MARGIN = 1.5
@@ -84,9 +85,10 @@ def pipeline_bytes(batch: int, samples: int, span: int, *, codec_decode: bool, r
     return MARGIN * batch * (samples * BUFFERS + span * per_span)
 
 
-def encode_bytes(batch: int, span: int) -> float:
-    """EnCodec's encoder on `batch` clips of `span` samples."""
-    return MARGIN * batch * span * CODEC_ENCODE
+def encode_bytes(batch: int, samples: int, sample_rate: int) -> float:
+    """EnCodec's encoder on `batch` clips of `samples` samples, which it encodes in pieces of at most
+    `mbd.codec.ENCODE_CHUNK_SECONDS`."""
+    return MARGIN * batch * min(samples, int(ENCODE_CHUNK_SECONDS * sample_rate)) * CODEC_ENCODE
 
 
 def spectral_bytes(batch: int, span: int) -> float:
@@ -115,7 +117,7 @@ def job_bytes(model: object, batch: int, samples: int, runtime: object, *, encod
         hidden = max(band.unet.hidden for band in bands)
         total = unet_bytes(batch, span, hidden, len(bands), runtime.fused)
         total += pipeline_bytes(batch, samples, span, codec_decode=re_eq and model.codec is not None, re_eq=re_eq)
-    return total + (encode_bytes(batch, samples) if encode else 0)
+    return total + (encode_bytes(batch, samples, model.sample_rate) if encode else 0)
 
 
 def check_job(model: object, batch: int, samples: int, runtime: object, max_memory: str | None, what: str, *,
