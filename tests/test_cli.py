@@ -107,6 +107,33 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, run, codes: np
     _check_wav(out, codes.shape[-1])
 
 
+def test_a_full_disk_fails_that_file_in_one_line_and_the_batch_goes_on(
+    tmp_path: Path, run, codes: np.ndarray, monkeypatch
+) -> None:
+    """ENOSPC while writing the first output: one line naming that file, no partial file, the second
+    output still written, exit code 2."""
+    import errno
+
+    import mbd.audio
+
+    np.save(tmp_path / "second.npy", codes)
+    real, calls = mbd.audio.soundfile.write, []
+
+    def full_once(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mbd.audio.soundfile, "write", full_once)
+    out = tmp_path / "out"
+    code, err = run("decode", str(tmp_path / "tone.npy"), str(tmp_path / "second.npy"), "-o", str(out))
+    assert code == 2 and "Traceback" not in err
+    failed = [line for line in err.splitlines() if "No space left on device" in line]
+    assert len(failed) >= 1 and all(str(out / "tone.wav") in line for line in failed)
+    assert sorted(p.name for p in out.iterdir()) == ["second.wav"]  # nothing partial left beside it
+
+
 def _bad_token_files(folder: Path, codes: np.ndarray) -> dict[str, str]:
     """file name -> expected message fragment."""
     np.save(folder / "eight.npy", np.zeros((8, 20), dtype=np.int64))
