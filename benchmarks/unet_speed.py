@@ -157,7 +157,8 @@ def measure(hidden: int, args: argparse.Namespace, reference: type | None) -> di
 
     def run(steps: list[int], fused: bool) -> torch.Tensor:
         options = RuntimeOptions(fused=fused)
-        return model.generate(latents, steps=steps, noise=noise[:, : len(steps) - 1], options=options)
+        return model.generate(latents, length=latents.shape[-1] * HOP, steps=steps, noise=noise[:, : len(steps) - 1],
+                              options=options)
 
     def column(name: str, steps: list[int]) -> torch.Tensor:
         if name == "audiocraft":

@@ -14,13 +14,14 @@ import os
 import numpy as np
 from numpy.lib import format as npy_format
 
+from .errors import InputError
 from .memory import format_bytes, memory_limit
 
 MAX_ARRAY_BYTES = 1 << 30
 """The largest input array read (1 GiB: about 120 hours of 4-codebook tokens, 7 hours of a 100-bin mel)."""
 
 
-class ArrayTooLarge(ValueError):
+class ArrayTooLarge(InputError):
     """An array in a file is bigger than the input limit; the message names the file and the size."""
 
 
