@@ -23,7 +23,7 @@ from .arrays import ArrayTooLarge, load_npy
 from .audio import AUDIO_SUFFIXES, read_audio, write_audio
 from .batch import MEL_SUFFIXES, TOKEN_SUFFIXES, Item, OutputPlan, Report, expand_inputs, printable
 from .codec import validate_codes
-from .errors import AudioError, CommandError, InputError, MBDError, MelError, TokenError
+from .errors import AudioError, CommandError, InputError, MBDError, MelError, OutputError, TokenError
 from .hub import DownloadError, LicenceNotice
 from .memory import MemoryLimitError, check_job, check_memory, encode_bytes, memory_limit
 from .tokens import read_tokens, write_tokens
@@ -194,7 +194,13 @@ def _decode_batches(mbd, ready, run: Callable[[torch.Tensor], torch.Tensor], arg
             batches.append(group[start : start + args.batch_size])
     with tqdm(total=len(ready), unit="file", disable=None, file=sys.stderr) as progress:
         for batch in batches:
-            wav = run(torch.cat([codes for _, codes, _ in batch])).cpu()
+            try:
+                wav = run(torch.cat([codes for _, codes, _ in batch])).cpu()
+            except (MemoryLimitError, OutputError) as err:  # this batch fails; the others still run
+                for item, _codes, _outs in batch:
+                    report.fail(f"{item.path}: {err}")
+                progress.update(len(batch))
+                continue
             offset = 0
             for item, _codes, outs in batch:
                 written = True

@@ -134,6 +134,28 @@ def test_a_full_disk_fails_that_file_in_one_line_and_the_batch_goes_on(
     assert sorted(p.name for p in out.iterdir()) == ["second.wav"]  # nothing partial left beside it
 
 
+def test_a_failing_batch_does_not_stop_the_others(tmp_path: Path, run, codes: np.ndarray, monkeypatch) -> None:
+    """A batch whose output is refused (here: non-finite) fails its files in one line each; a batch of
+    another length is still written, and the exit code is 2."""
+    import mbd.cli
+    from mbd.errors import OutputError
+
+    np.save(tmp_path / "short.npy", codes[..., : codes.shape[-1] // 2])
+    real = mbd.cli.decode_codes
+
+    def refuse_long(model, batch, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if batch.shape[-1] == codes.shape[-1]:
+            raise OutputError("tokens: the output holds NaN samples")
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(mbd.cli, "decode_codes", refuse_long)
+    out = tmp_path / "out"
+    code, err = run("decode", str(tmp_path / "tone.npy"), str(tmp_path / "short.npy"), "-o", str(out))
+    assert code == 2 and "Traceback" not in err
+    assert f"{tmp_path / 'tone.npy'}: tokens: the output holds NaN samples" in err
+    assert sorted(p.name for p in out.iterdir()) == ["short.wav"]
+
+
 def _bad_token_files(folder: Path, codes: np.ndarray) -> dict[str, str]:
     """file name -> expected message fragment."""
     np.save(folder / "eight.npy", np.zeros((8, 20), dtype=np.int64))
