@@ -15,6 +15,8 @@ Every column decodes the same latent with the same noise through `MultiBandDiffu
 * `fused`: `generate(options=RuntimeOptions(fused=True))`, the bands as one grouped network, on CPU
   only where `mbd.fused.fused_pays` says so (elsewhere it is the per-band path).
 * `fused-forced` (only where `fused_pays` declines): the fused network all the same, to show the decision.
+* `fused-direct` (with `--compare-tile`): the fused network with Winograd off (`WINOGRAD_TILE = None`), so
+  that the tile's effect is measured in the same rounds.
 
 The columns run interleaved, round after round (one untimed warm-up call each first), and the table gives
 each column's median over the rounds, so that load from other processes spreads over all columns alike.
@@ -129,6 +131,17 @@ def swapped_unets(model: MultiBandDiffusion, unets: list[nn.Module]):
 
 
 @contextmanager
+def winograd_tile(tile: int | None):
+    """The fused CPU path with Winograd tile `tile` (None: direct convolutions)."""
+    default = gemm_conv.WINOGRAD_TILE
+    gemm_conv.WINOGRAD_TILE = tile
+    try:
+        yield
+    finally:
+        gemm_conv.WINOGRAD_TILE = default
+
+
+@contextmanager
 def forced_fusion():
     """`fused_pays` answering yes whatever the size."""
     width = fused_module.CPU_MIN_WIDTH
@@ -167,11 +180,16 @@ def measure(hidden: int, args: argparse.Namespace, reference: type | None) -> di
         if name == "fused-forced":
             with forced_fusion():
                 return run(steps, True)
+        if name == "fused-direct":
+            with forced_fusion(), winograd_tile(None):
+                return run(steps, True)
         return run(steps, name == "fused")
 
     names = ([] if ac_unets is None else ["audiocraft"]) + ["per-band", "fused"]
     if not fused_module.fused_pays(model.bands[0].config.unet, torch.device("cpu")):
         names.append("fused-forced")  # `fused` is the per-band path here: what would fusing have given?
+    if args.compare_tile:
+        names.append("fused-direct")
     outputs = {name: column(name, [steps[0], 0]) for name in names}  # warm-up: pages in, builds the fused net
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
@@ -196,6 +214,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed runs per column")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--tile", default="default", help="Winograd tile of the fused CPU path: 2, 4 or none")
+    parser.add_argument("--compare-tile", action="store_true", help="add the fused path without Winograd")
     parser.add_argument("--audiocraft", help="folder holding audiocraft/models/unet.py (default: .ac/)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
