@@ -212,6 +212,14 @@ def _decode_batches(mbd, ready, run: Callable[[torch.Tensor], torch.Tensor], arg
                 progress.update(1)
 
 
+def _read(path: Path, sample_rate: int, report: Report) -> torch.Tensor:
+    """An audio file at `sample_rate`, `[C, L]`; what reading it changed (rate, channels) is noted."""
+    wav, notes = read_audio(path, sample_rate)
+    for note in notes:
+        report.note(path, note)
+    return wav
+
+
 def _write(path: Path, wav: torch.Tensor, sample_rate: int, overwrite: bool, report: Report) -> bool:
     """Write one output file; a failure is reported (not raised) so that the batch goes on."""
     try:
@@ -235,9 +243,7 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
         out = plan.path(item)
         try:
             _free(out, args.overwrite)
-            wav, notes = read_audio(item.path, mbd.sample_rate)
-            for note in notes:
-                report.note(item.path, note)
+            wav = _read(item.path, mbd.sample_rate, report)
             if wav.shape[-1] < mbd.min_samples:
                 raise AudioError(f"{item.path}: too short ({wav.shape[-1]} samples); need at least {mbd.min_samples}")
             check_job(mbd, 1, wav.shape[-1], runtime, args.max_memory, str(item.path), encode=mbd.codec is not None,
@@ -276,9 +282,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         out = plan.path(item)
         try:
             _free(out, args.overwrite)
-            wav, notes = read_audio(item.path, codec.sample_rate)
-            for note in notes:
-                report.note(item.path, note)
+            wav = _read(item.path, codec.sample_rate, report)
             needed = encode_bytes(1, wav.shape[-1], codec.sample_rate)
             check_memory(needed, memory_limit(args.max_memory), str(item.path))
             codes = codec.encode(wav[None])

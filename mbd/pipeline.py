@@ -23,13 +23,12 @@ from .conditioning import Conditioning, Request, conditioning_for
 from .config import MBDConfig
 from .diffusion import Sampler, sample
 from .eq import re_eq
-from .errors import AudioError
 from .fused import Network, fuse, sample_fused, unstack_bands
 from .gemm_conv import use_gemm
 from .mel import MelSpectrogram
 from .noise import Generators, all_draws, band_draws, clip_by_clip, per_clip
 from .options import DTYPES, FAITHFUL, DType, RuntimeOptions
-from .resample import resample
+from .resample import at_rate
 from .unet import DiffusionUNet
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
@@ -346,17 +345,10 @@ class MultiBandDiffusion(nn.Module):
         Token models encode it with the codec and, as in AudioCraft, do not re-EQ; mel models vocode each
         channel's log-mel (re-EQ'd against it, as `vocode`). The other arguments are those of `generate`.
         """
-        wav = wav.to(self.device)
-        length = wav.shape[-1]
-        if sample_rate != self.sample_rate:  # full: keep every input sample for the way back
-            wav = resample(wav, sample_rate, self.sample_rate, full=True)
-        if wav.shape[-1] < (least := self.min_samples):
-            raise AudioError(f"audio too short: {wav.shape[-1]} samples at {self.sample_rate} Hz, need at least "
-                             f"{least}")
-        out = self._run(self.conditioning.from_audio(wav), steps, generator, None, sampler, options)
-        if sample_rate != self.sample_rate:
-            out = resample(out, self.sample_rate, sample_rate, output_length=length)
-        return out
+        def process(wav: torch.Tensor) -> torch.Tensor:
+            return self._run(self.conditioning.from_audio(wav), steps, generator, None, sampler, options)
+
+        return at_rate(wav.to(self.device), sample_rate, self.sample_rate, self.min_samples, process)
 
     @torch.no_grad()
     def vocode(

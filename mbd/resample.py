@@ -10,13 +10,14 @@ small for any ratio. Either way the output has `L * new_sr // old_sr` samples.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import julius
 import numpy as np
 import soxr
 import torch
 
-from .errors import InputError
+from .errors import AudioError, InputError
 
 MIN_RATE = 1_000
 MAX_RATE = 384_000
@@ -65,3 +66,24 @@ def resample(
     out = out.reshape(out.shape[0], -1)
     out = np.pad(out[:length], ((0, max(0, length - out.shape[0])), (0, 0)))
     return torch.from_numpy(np.ascontiguousarray(out.T)).reshape(*wav.shape[:-1], length).to(wav)
+
+
+def at_rate(
+    wav: torch.Tensor,
+    sample_rate: int,
+    model_rate: int,
+    min_samples: int,
+    process: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """`process` (audio `[B, C, L']` at `model_rate` to audio of that shape) applied to `wav` `[B, C, L]` at
+    `sample_rate`: resampled in (every input sample kept), checked to be at least `min_samples` long, and
+    the result resampled back to `[B, C, L]`. An input already at `model_rate` is not resampled."""
+    length = wav.shape[-1]
+    if sample_rate != model_rate:  # full: keep every input sample for the way back
+        wav = resample(wav, sample_rate, model_rate, full=True)
+    if wav.shape[-1] < min_samples:
+        raise AudioError(f"audio too short: {wav.shape[-1]} samples at {model_rate} Hz, need at least {min_samples}")
+    out = process(wav)
+    if sample_rate != model_rate:
+        out = resample(out, model_rate, sample_rate, output_length=length)
+    return out

@@ -27,12 +27,12 @@ from . import checkpoint, flow
 from .config import check_values
 from .diffusion import PowerSchedule, spaced_steps
 from .diffusion import sample as diffusion_sample
-from .errors import AudioError, OutputError
+from .errors import OutputError
 from .frame_net import FrameNet, FrameNetConfig
 from .griffin_lim import polish
 from .mel import MelConfig, MelSpectrogram
 from .noise import Generators, clip_by_clip, per_clip, randn
-from .resample import resample
+from .resample import at_rate
 from .spectral import SpectralBands, SpectralConfig
 
 Objective = Literal["flow", "ddpm"]
@@ -354,18 +354,13 @@ class SpectralMBD(nn.Module):
         options: object | None = None,
     ) -> torch.Tensor:
         """Audio `[B, C, L]` to log-mel and back, each channel on its own, at the input's rate."""
-        wav = wav.to(self.device)
-        length = wav.shape[-1]
-        if sample_rate != self.sample_rate:  # full: keep every input sample for the way back
-            wav = resample(wav, sample_rate, self.sample_rate, full=True)
-        B, C, L = wav.shape
-        if L < self.min_samples:
-            raise AudioError(f"audio too short: {L} samples at {self.sample_rate} Hz, need at least {self.min_samples}")
-        mel = self.features.frame_aligned(wav.reshape(B * C, 1, L))  # [B * C, n_mels, T]
-        out = self.vocode(mel, steps=steps, generator=generator)[..., :L].reshape(B, C, L)
-        if sample_rate != self.sample_rate:
-            out = resample(out, self.sample_rate, sample_rate, output_length=length)
-        return out
+
+        def process(wav: torch.Tensor) -> torch.Tensor:
+            B, C, L = wav.shape
+            mel = self.features.frame_aligned(wav.reshape(B * C, 1, L))  # [B * C, n_mels, T]
+            return self.vocode(mel, steps=steps, generator=generator)[..., :L].reshape(B, C, L)
+
+        return at_rate(wav.to(self.device), sample_rate, self.sample_rate, self.min_samples, process)
 
 
 PROGRESS_SECONDS = 30.0
