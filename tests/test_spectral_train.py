@@ -23,6 +23,7 @@ family = "spectral"
 name = "overfit"
 seed = 0
 steps = 4
+mel_loss = 1.0
 [data]
 paths = ["audio"]
 valid_paths = ["audio"]
@@ -40,7 +41,6 @@ batch_size = 8
 steps = 300
 warmup = 10
 ema_decay = 0.9
-mel_loss = 1.0
 [log]
 log_every = 20
 valid_every = 150
@@ -138,6 +138,9 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
         (('family = "spectral"', 'family = "spectral"\nobjective = "score"'), "objective"),
         (("segment_frames = 32", "segment_frames = 0"), "segment_frames"),
         (('paths = ["audio"]', 'paths = ["nowhere"]'), "does not exist"),
+        (("warmup = 10", "warmup = 10\nprecision = 'bf16'"), "optim.precision: spectral models train in fp32"),
+        (("ema_decay = 0.9", "ema_decay = 1.0"), "optim.ema_decay must be in [0, 1)"),
+        (("mel_loss = 1.0", "mel_loss = -1.0"), "mel_loss must be >= 0"),
     ],
 )
 def test_bad_recipes_fail_with_one_line_before_training(tmp_path: Path, capsys, change, message) -> None:
@@ -156,3 +159,15 @@ def test_shipped_spectral_recipe_parses() -> None:
     assert all(Path(p).is_absolute() for p in config.data.paths + config.data.valid_paths)
     with pytest.raises(RecipeError, match="family"):
         load_spectral_recipe(REPO / "recipes" / "tiny.toml")
+
+
+def test_optim_table_overrides_only_the_keys_it_gives(tmp_path: Path) -> None:
+    """A spectral recipe's [optim] table changes the spectral defaults (AdamW 1e-3, 200 warm-up steps, clip 1,
+    EMA 0.999, 16 crops, fp32), not the U-Net recipes' (Adam 2e-4, no warm-up, no clipping, EMA 0.99, 128)."""
+    text = RECIPE.split("[optim]")[0] + "[optim]\nlr = 5e-4\n"
+    config = load_spectral_recipe(recipe(tmp_path, text))
+    o = config.optim
+    assert (o.lr, o.warmup, o.max_norm, o.ema_decay, o.batch_size, o.steps, o.precision) == (
+        5e-4, 200, 1.0, 0.999, 16, 10_000, "fp32"
+    )  # fmt: skip
+    assert [round(o.lr_at(s) / 5e-4, 6) for s in (0, 99, 199, 5000)] == [0.005, 0.5, 1.0, 1.0]

@@ -68,6 +68,8 @@ _BASE = "[data]\npaths = ['audio']\n[[band]]\nindex = 0\n"
         (_BASE + "[optim]\nbatch_size = '8'", "optim.batch_size: expected int"),
         (_BASE + "[optim]\nlr = -1.0", "optim.lr must be > 0"),
         (_BASE + "[optim]\nprecision = 'fp16'", "optim.precision: must be one of"),
+        (_BASE + "[optim]\nwarmup = -1", "optim.warmup and optim.max_norm must be >= 0"),
+        (_BASE + "[optim]\nbeta2 = 1.0", "optim.beta1 and optim.beta2 must be in [0, 1)"),
         (_BASE + "[unet]\nhidden = 4.5", "unet.hidden: expected int"),
         (_BASE + "[unet]\nnum_steps = 500", "must equal schedule.num_steps"),
         (_BASE + "[schedule]\nbeta_t0 = 0.5\nbeta_t1 = 0.1", "need 0 < beta_t0 <= beta_t1 < 1"),

@@ -85,6 +85,17 @@ def test_resume_refuses_another_recipe(run) -> None:
             train_band(changed, BAND, out, resume=True, device="cpu")
 
 
+def test_warmup_raises_the_learning_rate_linearly(run) -> None:
+    """With `optim.warmup = 5`, optimiser step s (from 0) runs at lr * (s + 1) / 5: the state after 2 steps
+    holds the rate of the second, 2/5 of the recipe's."""
+    tmp, config, _ = run
+    config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, warmup=5, steps=2))
+    with pytest.warns(UserWarning):
+        train_band(config, BAND, tmp / "warmup", device="cpu")
+    meta, _ = checkpoint.read_ours(tmp / "warmup" / f"band{BAND}" / "state.safetensors")
+    assert [group["lr"] for group in meta["groups"]] == [pytest.approx(config.optim.lr * 2 / 5, rel=1e-12)]
+
+
 def test_processor_fitted_on_first_band_passed_examples(run) -> None:
     _, config, out = run
     _, tensors = checkpoint.read_ours(out / f"band{BAND}" / f"band{BAND}.safetensors")

@@ -67,18 +67,22 @@ class CodecTrainConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Args:
-    lr: Adam learning rate.
+    """The optimiser of both trainers: Adam for the U-Net bands (as AudioCraft), AdamW for spectral models.
+
+    Args:
+    lr: learning rate, reached after `warmup` steps of linear warm-up.
+    warmup: warm-up steps (0: none, as AudioCraft).
     beta1, beta2: Adam betas.
-    weight_decay: Adam weight decay.
+    weight_decay: weight decay (Adam: L2 added to the gradient; AdamW: decoupled).
     max_norm: gradient clipping norm; 0 disables (AudioCraft's default).
-    ema_decay: decay of the EMA weights, updated every step.
+    ema_decay: decay of the EMA weights (the inference weights), updated every step.
     batch_size: global batch size (split evenly across processes).
     steps: number of optimiser steps.
     precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16".
     """
 
     lr: float = 2e-4
+    warmup: int = 0
     beta1: float = 0.9
     beta2: float = 0.999
     weight_decay: float = 0.0
@@ -87,6 +91,22 @@ class OptimConfig:
     batch_size: int = 128
     steps: int = 500_000
     precision: typing.Literal["auto", "fp32", "bf16"] = "auto"
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimiser step `step` (counted from 0)."""
+        return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
+
+    def check(self) -> None:
+        """Raise `RecipeError` naming the first impossible value."""
+        for value, name in [(self.lr, "lr"), (self.batch_size, "batch_size"), (self.steps, "steps")]:
+            if not value > 0:
+                raise RecipeError(f"optim.{name} must be > 0, got {value}")
+        if self.warmup < 0 or self.max_norm < 0:
+            raise RecipeError(f"optim.warmup and optim.max_norm must be >= 0, got {self.warmup}, {self.max_norm}")
+        if not 0 <= self.ema_decay < 1:
+            raise RecipeError(f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise RecipeError("optim.beta1 and optim.beta2 must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -172,8 +192,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _check_value(value: Any, hint: Any, where: str) -> Any:
-    """Check `value` against a type hint and convert TOML lists/tables to tuples/dataclasses."""
+def _check_value(value: Any, hint: Any, where: str, default: Any = None) -> Any:
+    """Check `value` against a type hint and convert TOML lists/tables to tuples/dataclasses (a table
+    overrides the fields of `default`, the parent's default for it, where that is a dataclass)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
@@ -198,7 +219,7 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             raise RecipeError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         return tuple(_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(hint):
-        return build(hint, value, where)
+        return build(hint, value, where, default if isinstance(default, hint) else None)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
@@ -212,8 +233,9 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types."""
+def build(cls: type, data: Any, where: str, default: Any = None) -> Any:
+    """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types; the keys it leaves
+    out take their values from `default` (an instance of `cls`), or else from the field defaults."""
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: expected a table, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
@@ -231,11 +253,22 @@ def build(cls: type, data: Any, where: str) -> Any:
     ]
     if missing:
         raise RecipeError(f"{where}: missing keys {missing}")
-    values = {name: _check_value(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    defaults = {f.name: _field_default(f) for f in dataclasses.fields(cls) if f.init}
+    if default is not None:
+        defaults = {name: getattr(default, name) for name in defaults}
+    values = {
+        name: _check_value(value, hints[name], f"{where}.{name}", defaults[name]) for name, value in data.items()
+    }
     try:
-        return cls(**values)
+        return cls(**values) if default is None else dataclasses.replace(default, **values)
     except (ValueError, TypeError) as err:
         raise RecipeError(f"{where}: {err}") from None
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _positive(value: float, where: str) -> None:
@@ -245,16 +278,13 @@ def _positive(value: float, where: str) -> None:
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Check cross-field constraints that single types cannot express."""
-    d, o, lg = config.data, config.optim, config.log
+    d, lg = config.data, config.log
     if not d.paths:
         raise RecipeError("data.paths: list at least one audio folder or manifest")
     for value, where in [
         (d.sample_rate, "data.sample_rate"),
         (d.segment_duration, "data.segment_duration"),
         (d.valid_duration, "data.valid_duration"),
-        (o.lr, "optim.lr"),
-        (o.batch_size, "optim.batch_size"),
-        (o.steps, "optim.steps"),
         (lg.log_every, "log.log_every"),
         (lg.checkpoint_every, "log.checkpoint_every"),
         (lg.valid_stride, "log.valid_stride"),
@@ -262,12 +292,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         (config.processor.num_samples, "processor.num_samples"),
     ]:
         _positive(value, where)
-    if d.valid_clips < 0 or lg.valid_every < 0 or o.max_norm < 0:
-        raise RecipeError("data.valid_clips, log.valid_every and optim.max_norm must be >= 0")
-    if not 0 <= o.ema_decay < 1:
-        raise RecipeError(f"optim.ema_decay must be in [0, 1), got {o.ema_decay}")
-    if not (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1):
-        raise RecipeError("optim.beta1 and optim.beta2 must be in [0, 1)")
+    config.optim.check()
+    if d.valid_clips < 0 or lg.valid_every < 0:
+        raise RecipeError("data.valid_clips and log.valid_every must be >= 0")
     if config.unet.num_steps != config.schedule.num_steps:
         raise RecipeError(
             f"unet.num_steps ({config.unet.num_steps}) must equal schedule.num_steps ({config.schedule.num_steps})"

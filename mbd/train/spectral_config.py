@@ -19,7 +19,7 @@ from ..frame_net import FrameNetConfig
 from ..mel import MelConfig
 from ..spectral import SpectralConfig
 from ..spectral_mbd import Objective, SpectralMBDConfig
-from .config import RecipeError, build
+from .config import OptimConfig, RecipeError, build
 
 
 @dataclass(frozen=True)
@@ -39,29 +39,10 @@ class SpectralDataConfig:
     valid_seconds: float = 4.0
 
 
-@dataclass(frozen=True)
-class SpectralOptimConfig:
-    """Args:
-    lr: AdamW learning rate, reached after `warmup` steps of linear warm-up.
-    warmup: warm-up steps.
-    weight_decay: AdamW weight decay.
-    batch_size: crops per step.
-    steps: total optimisation steps.
-    ema_decay: decay of the exponential moving average of the weights (the inference weights).
-    max_norm: gradient-norm clipping (0: off).
-    mel_loss: weight of an auxiliary loss on the one-step estimate of the clean signal ("flow" only):
-        x_1 ~ x_t + (1 - t) v, inverted to audio, whose log-mel is compared (L1) with the target's (as WaveFM,
-        Luo et al., NAACL 2025, adds mel and STFT losses on its clean-signal estimate); 0 turns it off.
-    """
-
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    steps: int = 10_000
-    warmup: int = 200
-    ema_decay: float = 0.999
-    max_norm: float = 1.0
-    mel_loss: float = 0.0
+SPECTRAL_OPTIM = OptimConfig(
+    lr=1e-3, warmup=200, max_norm=1.0, ema_decay=0.999, batch_size=16, steps=10_000, precision="fp32"
+)
+"""The optimiser defaults of spectral recipes (AdamW; trained in fp32)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +63,13 @@ class SpectralLogConfig:
 @dataclass(frozen=True)
 class SpectralTrainConfig:
     """A spectral model's recipe: the model (`mel`, `spectral`, `net`, `objective`, `schedules`, `diffusion`,
-    `steps`, `solver`, as in `SpectralMBDConfig`) and how to train it (`data`, `optim`, `log`)."""
+    `steps`, `solver`, as in `SpectralMBDConfig`) and how to train it (`data`, `mel_loss`, `optim`, `log`).
+
+    `mel_loss` weighs an auxiliary loss on the one-step estimate of the clean signal ("flow" only):
+    x_1 ~ x_t + (1 - t) v, inverted to audio, whose log-mel is compared (L1) with the target's (as WaveFM,
+    Luo et al., NAACL 2025, adds mel and STFT losses on its clean-signal estimate); 0 turns it off. `optim`
+    defaults to `SPECTRAL_OPTIM`, and a recipe's `[optim]` table overrides those values.
+    """
 
     family: str = "spectral"
     name: str = "spectral"
@@ -98,7 +85,8 @@ class SpectralTrainConfig:
     net: FrameNetConfig = field(default_factory=FrameNetConfig)
     schedules: tuple[FlowSchedule, ...] = (FlowSchedule(),) * 4
     diffusion: PowerSchedule = field(default_factory=PowerSchedule)
-    optim: SpectralOptimConfig = field(default_factory=SpectralOptimConfig)
+    mel_loss: float = 0.0
+    optim: OptimConfig = field(default_factory=lambda: SPECTRAL_OPTIM)
     log: SpectralLogConfig = field(default_factory=SpectralLogConfig)
 
     def model_config(self) -> SpectralMBDConfig:
@@ -135,16 +123,21 @@ def load_spectral_recipe(path: str | Path) -> SpectralTrainConfig:
     if not isinstance(data, dict) or data.get("family") != "spectral":
         raise RecipeError(f"{path.name}: family must be 'spectral', got {data.get('family')!r}")
     config = build(SpectralTrainConfig, data, path.name)
-    o, d, lg = config.optim, config.data, config.log
-    for value, where in [(o.lr, "optim.lr"), (o.batch_size, "optim.batch_size"), (o.steps, "optim.steps"),
-                         (d.segment_frames, "data.segment_frames"), (d.valid_seconds, "data.valid_seconds"),
+    d, lg = config.data, config.log
+    try:
+        config.optim.check()
+    except RecipeError as err:
+        raise RecipeError(f"{path.name}: {err}") from None
+    if (precision := config.optim.precision) != "fp32":
+        raise RecipeError(f"{path.name}: optim.precision: spectral models train in fp32, got {precision!r}")
+    for value, where in [(d.segment_frames, "data.segment_frames"), (d.valid_seconds, "data.valid_seconds"),
                          (lg.log_every, "log.log_every"), (lg.checkpoint_every, "log.checkpoint_every")]:
         if not value > 0:
             raise RecipeError(f"{path.name}: {where} must be > 0, got {value}")
     if not d.paths:
         raise RecipeError(f"{path.name}: data.paths: list at least one audio folder or manifest")
-    if not 0 <= o.ema_decay < 1:
-        raise RecipeError(f"{path.name}: optim.ema_decay must be in [0, 1), got {o.ema_decay}")
+    if config.mel_loss < 0:
+        raise RecipeError(f"{path.name}: mel_loss must be >= 0, got {config.mel_loss}")
     config.model_config()  # cross-field checks of the model
     base = path.resolve().parent
     data_paths = {

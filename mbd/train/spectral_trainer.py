@@ -185,7 +185,7 @@ def train(config: SpectralTrainConfig, out_dir: str | Path | None = None, *, res
     model.bands.fit(fit_spec, model.bands.envelope(fit_mel))
     ema = copy.deepcopy(model).requires_grad_(False)
     params = list(model.net.parameters())
-    optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
     step = 0
     if resume and state_path.exists():
         meta, tensors = state.load_state(state_path)
@@ -219,9 +219,9 @@ def train(config: SpectralTrainConfig, out_dir: str | Path | None = None, *, res
         pred = model.net(x_t, t, model.band_ids(o.batch_size), cond)
         per_row = (pred - target).pow(2).mean(dim=(1, 2))  # [B * n]
         loss = per_row.mean()
-        if o.mel_loss > 0:
-            loss = loss + o.mel_loss * clean_estimate_mel_loss(model, x_t, t, pred, mel)
-        lr = o.lr * min(1.0, (step + 1) / max(1, o.warmup))
+        if config.mel_loss > 0:
+            loss = loss + config.mel_loss * clean_estimate_mel_loss(model, x_t, t, pred, mel)
+        lr = o.lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)

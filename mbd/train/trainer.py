@@ -270,6 +270,8 @@ def train_band(
             pred = net(noisy, t_mine, latent)
         per_example = (pred.float() - target).pow(2).mean(dim=(1, 2))  # (5) [b]
         loss = per_example.mean()
+        for group in optimizer.param_groups:
+            group["lr"] = o.lr_at(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if o.max_norm > 0:
