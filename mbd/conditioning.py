@@ -173,7 +173,7 @@ class MelFeatures(Conditioning):
 
     @property
     def hop_length(self) -> int:
-        return self.features.hop_length
+        return self.features.config.hop_length
 
     @property
     def min_samples(self) -> int:

@@ -91,14 +91,6 @@ class MelSpectrogram(nn.Module):
             power=1,
         )
 
-    @property
-    def hop_length(self) -> int:
-        return self.config.hop_length
-
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
     def features(self, wav: torch.Tensor) -> torch.Tensor:
         """Log-mel of mono audio.
 

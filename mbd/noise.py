@@ -118,7 +118,7 @@ def clip_by_clip(network: Callable[..., torch.Tensor], rows: int = 1) -> Callabl
     Per-clip streams make a clip's draws independent of its batch; on a CPU the network must also see each clip
     alone for its output to be bit-identical, as oneDNN's convolutions round differently for different batch
     sizes (by about 1e-6). Batching gains little on a CPU (4 clips of 1 s through a width-32 U-Net: 0.83 s
-    batched, 0.86 s clip by clip), so `MultiBandDiffusion.generate` and `SpectralMBD.sample_bands` call the
+    batched, 0.86 s clip by clip), so `MultiBandDiffusion.generate` and `SpectralMBD.sample_spectrogram` call the
     network this way there whenever they are given per-clip generators.
     """
 

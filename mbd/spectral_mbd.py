@@ -207,17 +207,17 @@ class SpectralMBD(nn.Module):
         return torch.stack([s.times(steps) for s in self.config.schedules], dim=1)
 
     @torch.no_grad()
-    def sample_bands(
+    def sample_spectrogram(
         self,
-        cond: torch.Tensor,
+        log_mel: torch.Tensor,
         steps: int | None = None,
         generator: Generators = None,
         solver: flow.Solver | None = None,
     ) -> torch.Tensor:
-        """Sample every band in its normalised space.
+        """The model's complex STFT for a log-mel: every band sampled in its normalised space, then denormalised.
 
         Args:
-            cond: conditioning `[B * n_bands, n_mels, T']` (see `condition`).
+            log_mel: `[B, n_mels, T]`.
             steps: network evaluations per band (Heun: about half as many ODE steps); default `config.steps`.
             generator: source of the initial noise (drawn on its device; torch's global CPU generator for None),
                 or one generator per clip (`mbd.noise.randn`: each draws its clip's rows, and on a CPU the
@@ -225,10 +225,13 @@ class SpectralMBD(nn.Module):
             solver: "euler" or "heun" ("flow" only).
 
         Returns:
-            `[B, n_bands, 2 * bins, T']`.
+            `[B, n_fft // 2 + 1, T + 1]`: the centred STFT of `T * hop` samples (the mel's last frame is repeated
+            for the extra frame; the Nyquist bin is zero).
         """
         c = self.config
         n = c.spectral.n_bands
+        log_mel = torch.cat([log_mel, log_mel[..., -1:]], dim=-1).to(self.device)  # [B, n_mels, T + 1]
+        cond, env = self.condition(log_mel)  # [B * n, n_mels, T + 1], [B, n_fft // 2, T + 1]
         rows, frames = cond.shape[0], cond.shape[-1]
         steps = c.steps if steps is None else int(steps)
         x0 = randn((rows, c.net.channels, frames), generator, "cpu").to(self.device)
@@ -249,21 +252,7 @@ class SpectralMBD(nn.Module):
                 return net(x, torch.full((rows,), (num - 1 - t) / num, device=x.device), ids, cond)  # 1: clean
 
             x = diffusion_sample("ddim", denoise, lambda: x0, c.diffusion, spaced_steps(steps, num))
-        return x.view(rows // n, n, c.net.channels, frames)
-
-    @torch.no_grad()
-    def sample_spectrogram(
-        self,
-        log_mel: torch.Tensor,
-        steps: int | None = None,
-        generator: Generators = None,
-        solver: flow.Solver | None = None,
-    ) -> torch.Tensor:
-        """The model's complex STFT for a log-mel `[B, n_mels, T]`: `[B, n_fft // 2 + 1, T + 1]` (the centred STFT
-        of `T * hop` samples; the mel's last frame is repeated for the extra frame, the Nyquist bin is zero)."""
-        log_mel = torch.cat([log_mel, log_mel[..., -1:]], dim=-1).to(self.device)  # [B, n_mels, T + 1]
-        cond, env = self.condition(log_mel)
-        spec = self.bands.denormalise(self.sample_bands(cond, steps, generator, solver), env)  # [B, F, T + 1]
+        spec = self.bands.denormalise(x.view(rows // n, n, c.net.channels, frames), env)  # [B, F - 1, T + 1]
         return torch.cat([spec, spec.new_zeros(spec.shape[0], 1, spec.shape[-1])], dim=1)
 
     @torch.no_grad()
@@ -306,7 +295,7 @@ class SpectralMBD(nn.Module):
             mel: natural-log magnitude mel `[n_mels, T]` or `[B, n_mels, T]` (see `mbd.mel`; checked by
                 `MelSpectrogram.check`).
             steps: network evaluations per band; default `config.steps`.
-            generator: source of the initial noise: one generator, or one per clip (see `sample_bands`).
+            generator: source of the initial noise: one generator, or one per clip (see `sample_spectrogram`).
             sampler, options: accepted for the interface of `MultiBandDiffusion.vocode`; unused (the ODE
                 solver is the model's own).
             mel_eq: strictness of the re-EQ against the mel (`MelSpectrogram.equalize`), 0 (off) to 1.

@@ -35,8 +35,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override optim.steps")
     p.add_argument("--codec-weights", help="override codec.weights (a local codec weights file)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--max-seconds", type=float, help="spectral recipes: stop after a checkpoint once this much "
-                   "wall time has passed (resume later with --resume)")
+    p.add_argument("--max-seconds", type=float, help="override log.max_seconds: stop after a checkpoint once this "
+                   "much wall time has passed (continue later with --resume)")
     return p
 
 
@@ -49,13 +49,17 @@ def _assemble_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _with_steps(config: Recipe, steps: int | None) -> Recipe:
-    """The recipe with `--steps` as its step budget (unchanged for None)."""
-    if steps is None:
-        return config
-    if steps <= 0:
-        raise RecipeError(f"--steps must be > 0, got {steps}")
-    return dataclasses.replace(config, optim=dataclasses.replace(config.optim, steps=steps))
+def _with_limits(config: Recipe, args: argparse.Namespace) -> Recipe:
+    """The recipe with `--steps` as its step budget and `--max-seconds` as its time limit, where given."""
+    if args.steps is not None:
+        if args.steps <= 0:
+            raise RecipeError(f"--steps must be > 0, got {args.steps}")
+        config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, steps=args.steps))
+    if args.max_seconds is not None:
+        if not args.max_seconds >= 0:
+            raise RecipeError(f"--max-seconds must be >= 0, got {args.max_seconds}")
+        config = dataclasses.replace(config, log=dataclasses.replace(config.log, max_seconds=args.max_seconds))
+    return config
 
 
 def _train_spectral(args: argparse.Namespace) -> int:
@@ -64,9 +68,7 @@ def _train_spectral(args: argparse.Namespace) -> int:
 
     if args.band or args.codec_weights:
         raise RecipeError("--band and --codec-weights do not apply to a spectral recipe (all bands train at once)")
-    config = _with_steps(load_spectral_recipe(args.recipe), args.steps)
-    if args.max_seconds is not None:
-        config = dataclasses.replace(config, log=dataclasses.replace(config.log, max_seconds=args.max_seconds))
+    config = _with_limits(load_spectral_recipe(args.recipe), args)
     path = train_spectral(config, args.out, resume=args.resume)
     print(f"wrote {path}")
     return 0
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _train_parser().parse_args(argv)
         if is_spectral_recipe(args.recipe):
             return _train_spectral(args)
-        config = _with_steps(load_recipe(args.recipe), args.steps)
+        config = _with_limits(load_recipe(args.recipe), args)
         if args.codec_weights is not None:
             weights = str(Path(args.codec_weights).resolve())
             config = dataclasses.replace(config, codec=dataclasses.replace(config.codec, weights=weights))

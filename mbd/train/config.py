@@ -111,11 +111,16 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LogConfig:
-    """Args:
-    log_every: steps between CSV/TensorBoard loss rows.
-    valid_every: steps between validations (0: only at the end).
+    """Logging, validation and checkpoints of both trainers.
+
+    Args:
+    log_every: steps between rows of `train.csv` (and TensorBoard).
+    valid_every: steps between validations (`valid.csv`, `curves.png`); 0: only at the end.
     checkpoint_every: steps between checkpoints (the last step is always saved).
-    valid_stride: validation samples with every `valid_stride`-th diffusion step (50: AudioCraft's 20).
+    max_seconds: stop, after a checkpoint and a validation, once this much wall time has passed in this run
+        (`--resume` continues it); 0: no limit.
+    valid_stride: U-Net recipes: validation samples with every `valid_stride`-th diffusion step (50:
+        AudioCraft's 20). Spectral models validate with their own `steps`.
     tensorboard: also write TensorBoard events when `tensorboard` is installed.
     progress: show a progress bar.
     """
@@ -123,9 +128,20 @@ class LogConfig:
     log_every: int = 50
     valid_every: int = 10_000
     checkpoint_every: int = 10_000
+    max_seconds: float = 0.0
     valid_stride: int = 50
     tensorboard: bool = True
     progress: bool = True
+
+    def check(self) -> None:
+        """Raise `RecipeError` naming the first impossible value."""
+        for value, name in [(self.log_every, "log_every"), (self.checkpoint_every, "checkpoint_every"),
+                            (self.valid_stride, "valid_stride")]:
+            if not value > 0:
+                raise RecipeError(f"log.{name} must be > 0, got {value}")
+        if self.valid_every < 0 or self.max_seconds < 0:
+            raise RecipeError(f"log.valid_every and log.max_seconds must be >= 0, got {self.valid_every}, "
+                              f"{self.max_seconds}")
 
 
 @dataclass(frozen=True)
@@ -278,23 +294,21 @@ def _positive(value: float, where: str) -> None:
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Check cross-field constraints that single types cannot express."""
-    d, lg = config.data, config.log
+    d = config.data
     if not d.paths:
         raise RecipeError("data.paths: list at least one audio folder or manifest")
     for value, where in [
         (d.sample_rate, "data.sample_rate"),
         (d.segment_duration, "data.segment_duration"),
         (d.valid_duration, "data.valid_duration"),
-        (lg.log_every, "log.log_every"),
-        (lg.checkpoint_every, "log.checkpoint_every"),
-        (lg.valid_stride, "log.valid_stride"),
         (config.codec.n_q, "codec.n_q"),
         (config.processor.num_samples, "processor.num_samples"),
     ]:
         _positive(value, where)
     config.optim.check()
-    if d.valid_clips < 0 or lg.valid_every < 0:
-        raise RecipeError("data.valid_clips and log.valid_every must be >= 0")
+    config.log.check()
+    if d.valid_clips < 0:
+        raise RecipeError(f"data.valid_clips must be >= 0, got {d.valid_clips}")
     if config.unet.num_steps != config.schedule.num_steps:
         raise RecipeError(
             f"unet.num_steps ({config.unet.num_steps}) must equal schedule.num_steps ({config.schedule.num_steps})"

@@ -19,7 +19,7 @@ from ..frame_net import FrameNetConfig
 from ..mel import MelConfig
 from ..spectral import SpectralConfig
 from ..spectral_mbd import Objective, SpectralMBDConfig
-from .config import OptimConfig, RecipeError, build
+from .config import LogConfig, OptimConfig, RecipeError, build
 
 
 @dataclass(frozen=True)
@@ -45,19 +45,8 @@ SPECTRAL_OPTIM = OptimConfig(
 """The optimiser defaults of spectral recipes (AdamW; trained in fp32)."""
 
 
-@dataclass(frozen=True)
-class SpectralLogConfig:
-    """Args:
-    log_every: steps between rows of `train.csv`.
-    valid_every: steps between validations (`valid.csv`, `curves.png`); 0: only at the end.
-    checkpoint_every: steps between checkpoints (`state.safetensors`, `model.safetensors`).
-    max_seconds: stop (after a checkpoint) once this much wall time has passed in this run; 0: no limit.
-    """
-
-    log_every: int = 50
-    valid_every: int = 500
-    checkpoint_every: int = 250
-    max_seconds: float = 0.0
+SPECTRAL_LOG = LogConfig(valid_every=500, checkpoint_every=250, tensorboard=False, progress=False)
+"""The logging defaults of spectral recipes (CSV logs and `curves.png`, progress printed as lines)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +57,7 @@ class SpectralTrainConfig:
     `mel_loss` weighs an auxiliary loss on the one-step estimate of the clean signal ("flow" only):
     x_1 ~ x_t + (1 - t) v, inverted to audio, whose log-mel is compared (L1) with the target's (as WaveFM,
     Luo et al., NAACL 2025, adds mel and STFT losses on its clean-signal estimate); 0 turns it off. `optim`
-    defaults to `SPECTRAL_OPTIM`, and a recipe's `[optim]` table overrides those values.
+    and `log` default to `SPECTRAL_OPTIM` and `SPECTRAL_LOG`, and a recipe's tables override those values.
     """
 
     family: str = "spectral"
@@ -87,7 +76,7 @@ class SpectralTrainConfig:
     diffusion: PowerSchedule = field(default_factory=PowerSchedule)
     mel_loss: float = 0.0
     optim: OptimConfig = field(default_factory=lambda: SPECTRAL_OPTIM)
-    log: SpectralLogConfig = field(default_factory=SpectralLogConfig)
+    log: LogConfig = field(default_factory=lambda: SPECTRAL_LOG)
 
     def model_config(self) -> SpectralMBDConfig:
         try:
@@ -123,15 +112,18 @@ def load_spectral_recipe(path: str | Path) -> SpectralTrainConfig:
     if not isinstance(data, dict) or data.get("family") != "spectral":
         raise RecipeError(f"{path.name}: family must be 'spectral', got {data.get('family')!r}")
     config = build(SpectralTrainConfig, data, path.name)
-    d, lg = config.data, config.log
+    d = config.data
     try:
         config.optim.check()
+        config.log.check()
     except RecipeError as err:
         raise RecipeError(f"{path.name}: {err}") from None
     if (precision := config.optim.precision) != "fp32":
         raise RecipeError(f"{path.name}: optim.precision: spectral models train in fp32, got {precision!r}")
-    for value, where in [(d.segment_frames, "data.segment_frames"), (d.valid_seconds, "data.valid_seconds"),
-                         (lg.log_every, "log.log_every"), (lg.checkpoint_every, "log.checkpoint_every")]:
+    if config.log.valid_stride != SPECTRAL_LOG.valid_stride:
+        raise RecipeError(f"{path.name}: log.valid_stride applies to U-Net recipes; spectral models validate "
+                          "with their own steps")
+    for value, where in [(d.segment_frames, "data.segment_frames"), (d.valid_seconds, "data.valid_seconds")]:
         if not value > 0:
             raise RecipeError(f"{path.name}: {where} must be > 0, got {value}")
     if not d.paths:

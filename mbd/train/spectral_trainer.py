@@ -30,7 +30,7 @@ from .. import flow
 from ..spectral_mbd import SpectralMBD
 from . import state
 from .data import DataError, read_clip, scan
-from .logs import CsvLog
+from .logs import Board, CsvLog, Progress
 from .plots import plot_curves
 from .spectral_config import SpectralTrainConfig
 
@@ -206,8 +206,10 @@ def train(config: SpectralTrainConfig, out_dir: str | Path | None = None, *, res
             ema.eval()
             scores = validate(ema, valid, config.seed, round(d.valid_seconds * model.sample_rate))
             valid_log.write({"step": step, **scores})
+            board.scalars("valid", scores, step)
             plot_curves(out / "train.csv", out / "valid.csv", out / "curves.png", config.name)
 
+    board, progress = Board(out / "tensorboard", lg.tensorboard), Progress(o.steps, step, lg.progress, config.name)
     start = tic = time.perf_counter()
     tic_step, window = step, torch.zeros(2, 4, dtype=torch.float64)
     while step < o.steps:
@@ -241,7 +243,11 @@ def train(config: SpectralTrainConfig, out_dir: str | Path | None = None, *, res
             row = {"step": step, "loss": (window[0].sum() / window[1].sum()).item(), "lr": lr, "steps_per_s": speed}
             row.update({QUARTERS[q]: (window[0, q] / window[1, q]).item() for q in range(4) if window[1, q]})
             train_log.write(row)
-            print(f"step {step}: loss {row['loss']:.4f}, {speed:.2f} steps/s", flush=True)
+            board.scalars("train", {k: v for k, v in row.items() if k != "step"}, step)
+            if lg.progress:
+                progress.update(step - tic_step, {"loss": row["loss"], "it/s": speed})
+            else:
+                print(f"step {step}: loss {row['loss']:.4f}, {speed:.2f} steps/s", flush=True)
             window.zero_()
             tic, tic_step = time.perf_counter(), step
         out_of_time = lg.max_seconds > 0 and time.perf_counter() - start > lg.max_seconds
@@ -252,4 +258,6 @@ def train(config: SpectralTrainConfig, out_dir: str | Path | None = None, *, res
         if out_of_time:
             print(f"stopped at step {step}: log.max_seconds = {lg.max_seconds} reached", flush=True)
             break
+    progress.close()
+    board.close()
     return model_path

@@ -74,7 +74,8 @@ class Distributed:
 
 
 def setup_distributed(device: str | None) -> Distributed:
-    """Join the torchrun process group when `WORLD_SIZE` > 1 (NCCL on CUDA, gloo on CPU)."""
+    """Join the torchrun process group when `WORLD_SIZE` > 1: NCCL for CUDA tensors, gloo for CPU ones (the
+    loss statistics and the stop decision are small CPU tensors, on a GPU run too)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
@@ -83,7 +84,7 @@ def setup_distributed(device: str | None) -> Distributed:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group("cpu:gloo,cuda:nccl" if dev.type == "cuda" else "gloo")
     rank = dist.get_rank() if world > 1 else 0
     return Distributed(rank, world, dev)
 
@@ -125,6 +126,7 @@ def train_band(
     resume: bool = False,
     device: str | None = None,
     codec: Codec | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Train (or resume) the model of band `band`; writes into `out_dir/band{band}/`.
 
@@ -135,7 +137,9 @@ def train_band(
         resume: continue from `state.safetensors` when it exists.
         device: torch device; default CUDA (the local rank's) when available, else CPU.
         codec: an already built codec; default `load_codec(config.codec...)` (unused with `conditioner = "mel"`).
+        started: `time.perf_counter()` at the start of the run, from which `log.max_seconds` counts; default now.
     """
+    started = time.perf_counter() if started is None else started
     config.band_config(band)  # unknown band: fail early
     env = setup_distributed(device)
     rank0 = env.rank == 0
@@ -306,14 +310,27 @@ def train_band(
             progress.update(step - tic_step, {"loss": row["loss"], "it/s": speed})
             window.zero_()
             tic, tic_step = time.perf_counter(), step
-        if step % config.log.checkpoint_every == 0 or step == o.steps:
+        out_of_time = _out_of_time(started, config.log.max_seconds, world)
+        if step % config.log.checkpoint_every == 0 or step == o.steps or out_of_time:
             save_now()
-        if (config.log.valid_every and step % config.log.valid_every == 0) or step == o.steps:
+        if (config.log.valid_every and step % config.log.valid_every == 0) or step == o.steps or out_of_time:
             validate_now()
+        if out_of_time:
+            if rank0:
+                print(f"band {band}: stopped at step {step}: log.max_seconds = {config.log.max_seconds} reached")
+            break
     progress.close()
     if board is not None:
         board.close()
     return TrainResult(band, step, losses, model_path, state_path)
+
+
+def _out_of_time(started: float, max_seconds: float, world: int) -> bool:
+    """Whether `max_seconds` (0: no limit) have passed since `started`; every process takes rank 0's answer."""
+    late = torch.tensor([max_seconds > 0 and time.perf_counter() - started > max_seconds])
+    if world > 1:
+        dist.broadcast(late, 0)
+    return bool(late.item())
 
 
 def _gather(x: torch.Tensor, world: int) -> torch.Tensor:
@@ -342,7 +359,11 @@ def train(
     bands = [b.index for b in config.band] if bands is None else bands
     for b in bands:
         config.band_config(b)  # unknown band: fail before training anything
-    results = [train_band(config, b, out, resume=resume, device=device) for b in bands]
+    started, results = time.perf_counter(), []
+    for b in bands:
+        results.append(train_band(config, b, out, resume=resume, device=device, started=started))
+        if results[-1].step < config.optim.steps:  # stopped by log.max_seconds: the next bands wait for --resume
+            break
     paths = [out / f"band{b}" / f"band{b}.safetensors" for b in range(config.n_bands)]
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     if rank0 and all(p.is_file() for p in paths):
