@@ -18,8 +18,9 @@ Every column decodes the same latent with the same noise through `MultiBandDiffu
 * `fused-direct` (with `--compare-tile`): the fused network with Winograd off (`WINOGRAD_TILE = None`), so
   that the tile's effect is measured in the same rounds.
 
-The columns run interleaved, round after round (one untimed warm-up call each first), and the table gives
-each column's median over the rounds, so that load from other processes spreads over all columns alike.
+The columns run interleaved, round after round (one untimed warm-up call each first), each round starting
+one column later than the one before, and the table gives each column's median over the rounds, so that load
+from other processes and the position in a round spread over all columns alike.
 AudioCraft is not a dependency: pass the folder that holds its `audiocraft/models/unet.py` (e.g. an
 unpacked `pip download audiocraft==1.3.0 --no-deps` source archive); by default `.ac/` at the repository
 root is searched.
@@ -193,7 +194,7 @@ def measure(hidden: int, args: argparse.Namespace, reference: type | None) -> di
     outputs = {name: column(name, [steps[0], 0]) for name in names}  # warm-up: pages in, builds the fused net
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
-        for name in names:
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # each column in every position in turn
             t0 = time.perf_counter()
             outputs[name] = column(name, steps)
             times[name].append(time.perf_counter() - t0)
