@@ -73,11 +73,17 @@ def test_audiocraft_read_without_omegaconf() -> None:
     assert "omegaconf" not in sys.modules
 
 
-def test_convert_round_trip_is_exact(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def nq2() -> tuple[dict, dict]:
+    """`checkpoint.load` of the golden n_q = 2 checkpoint, read once for the tests that build from it."""
+    return checkpoint.load(GOLDEN / "mbd_comp_2_reduced.pt")
+
+
+def test_convert_round_trip_is_exact(tmp_path, nq2: tuple[dict, dict]) -> None:
     src = GOLDEN / "mbd_comp_2_reduced.pt"
     dst = tmp_path / "model.safetensors"
     checkpoint.convert(src, dst)
-    config_a, tensors_a = checkpoint.load(src)
+    config_a, tensors_a = nq2  # checkpoint.load(src)
     config_b, tensors_b = checkpoint.load(dst)
     assert config_a == config_b
     assert tensors_a.keys() == tensors_b.keys()
@@ -90,8 +96,8 @@ def test_convert_round_trip_is_exact(tmp_path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_key_and_shape_errors(tmp_path) -> None:
-    config, tensors = checkpoint.load(GOLDEN / "mbd_comp_2_reduced.pt")
+def test_key_and_shape_errors(nq2: tuple[dict, dict]) -> None:
+    config, tensors = nq2
     missing = dict(tensors)
     missing.pop("bands.1.unet.conv_codec.bias")
     with pytest.raises(checkpoint.CheckpointError, match="missing.*conv_codec.bias"):
@@ -108,8 +114,8 @@ def test_key_and_shape_errors(tmp_path) -> None:
         MultiBandDiffusion.from_state(bad_config, tensors)
 
 
-def test_model_is_built_from_stored_config() -> None:
-    config, tensors = checkpoint.load(GOLDEN / "mbd_comp_2_reduced.pt")
+def test_model_is_built_from_stored_config(nq2: tuple[dict, dict]) -> None:
+    config, tensors = nq2
     model = MultiBandDiffusion.from_state(config, tensors)
     assert model.bands[0].unet.config.hidden == 4
     assert [band.processor is not None for band in model.bands] == [False, False, True, True]
