@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -73,11 +74,17 @@ def test_audiocraft_read_without_omegaconf() -> None:
     assert "omegaconf" not in sys.modules
 
 
-def test_convert_round_trip_is_exact(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def nq2() -> tuple[dict, dict]:
+    """`checkpoint.load` of the golden n_q = 2 checkpoint, read once for the tests that build from it."""
+    return checkpoint.load(GOLDEN / "mbd_comp_2_reduced.pt")
+
+
+def test_convert_round_trip_is_exact(tmp_path, nq2: tuple[dict, dict]) -> None:
     src = GOLDEN / "mbd_comp_2_reduced.pt"
     dst = tmp_path / "model.safetensors"
     checkpoint.convert(src, dst)
-    config_a, tensors_a = checkpoint.load(src)
+    config_a, tensors_a = nq2  # checkpoint.load(src)
     config_b, tensors_b = checkpoint.load(dst)
     assert config_a == config_b
     assert tensors_a.keys() == tensors_b.keys()
@@ -90,8 +97,8 @@ def test_convert_round_trip_is_exact(tmp_path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_key_and_shape_errors(tmp_path) -> None:
-    config, tensors = checkpoint.load(GOLDEN / "mbd_comp_2_reduced.pt")
+def test_key_and_shape_errors(nq2: tuple[dict, dict]) -> None:
+    config, tensors = nq2
     missing = dict(tensors)
     missing.pop("bands.1.unet.conv_codec.bias")
     with pytest.raises(checkpoint.CheckpointError, match="missing.*conv_codec.bias"):
@@ -108,8 +115,8 @@ def test_key_and_shape_errors(tmp_path) -> None:
         MultiBandDiffusion.from_state(bad_config, tensors)
 
 
-def test_model_is_built_from_stored_config() -> None:
-    config, tensors = checkpoint.load(GOLDEN / "mbd_comp_2_reduced.pt")
+def test_model_is_built_from_stored_config(nq2: tuple[dict, dict]) -> None:
+    config, tensors = nq2
     model = MultiBandDiffusion.from_state(config, tensors)
     assert model.bands[0].unet.config.hidden == 4
     assert [band.processor is not None for band in model.bands] == [False, False, True, True]
@@ -169,21 +176,25 @@ def test_our_file_is_not_taken_for_a_pickle_when_its_first_byte_is_0x80(tmp_path
 # --- malformed or hostile checkpoints: one CheckpointError naming the file, before any model is built -------
 
 
-def _tiny_token_file() -> tuple[dict, dict]:
-    from tests.conftest import tiny
-
-    model = tiny()
-    return json.loads(json.dumps(model.config.to_dict())), model.band_state()
-
-
-def _tiny_spectral_file() -> tuple[dict, dict]:
+@functools.cache
+def _tiny_models() -> dict[str, tuple[str, dict]]:
+    """kind -> (config JSON, tensors) of a tiny token model and a tiny spectral model, built once."""
     import dataclasses
 
     from mbd.frame_net import FrameNetConfig
     from mbd.spectral_mbd import SpectralMBD, SpectralMBDConfig
+    from tests.conftest import tiny
 
-    model = SpectralMBD(dataclasses.replace(SpectralMBDConfig(net=FrameNetConfig(dim=8, blocks=1))))
-    return json.loads(json.dumps(model.config.to_dict())), model.state_dict()
+    token = tiny()
+    spectral = SpectralMBD(dataclasses.replace(SpectralMBDConfig(net=FrameNetConfig(dim=8, blocks=1))))
+    return {"token": (json.dumps(token.config.to_dict()), token.band_state()),
+            "spectral": (json.dumps(spectral.config.to_dict()), spectral.state_dict())}
+
+
+def _tiny_file(kind: str) -> tuple[dict, dict]:
+    """A fresh (config, tensors) of the tiny `kind` model ("token" or "spectral"), free to change."""
+    text, tensors = _tiny_models()[kind]
+    return json.loads(text), {name: t.clone() for name, t in tensors.items()}
 
 
 def _set(data: dict, path: tuple, value: object) -> dict:
@@ -228,7 +239,7 @@ def test_bad_checkpoints_are_refused_at_load(case: str, tmp_path) -> None:
     from safetensors.torch import save_file
 
     kind, change, message = BAD_CHECKPOINTS[case]
-    config, tensors = change(*(_tiny_token_file() if kind == "token" else _tiny_spectral_file()))
+    config, tensors = change(*_tiny_file(kind))
     text = json.dumps(config)
     if case == "deep_json":
         text, message = "[" * 200_000 + "]" * 200_000, "nested"
@@ -246,7 +257,7 @@ def test_bad_checkpoints_are_refused_at_load(case: str, tmp_path) -> None:
 def test_convert_removes_what_does_not_load_back(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A converted file that fails to load back (here: a save that corrupts a weight) is removed, not kept."""
     src = tmp_path / "src.safetensors"
-    checkpoint.save(src, *_tiny_token_file())
+    checkpoint.save(src, *_tiny_file("token"))
     save = checkpoint.save
     monkeypatch.setattr(checkpoint, "save", lambda path, config, tensors: save(path, config, _nan_weight(tensors)))
     with pytest.raises(CheckpointError, match="removed: the converted checkpoint does not load back"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ SR = 24000
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "nq4.safetensors"
-    checkpoint.convert(GOLDEN / "mbd_comp_4_reduced.pt", path)
+    checkpoint.save(path, *checkpoint.load(GOLDEN / "mbd_comp_4_reduced.pt"))  # `convert` is tested below
     return path
 
 
@@ -35,7 +36,7 @@ def run(model_path: Path, encodec_weights: Path, capsys):
 
     def invoke(*args: str, model: bool = True) -> tuple[int, str]:
         extra = ["--model", str(model_path)] if model else []
-        extra += ["--codec-weights", str(encodec_weights), "--steps", "4", "--seed", "0"]
+        extra += ["--codec-weights", str(encodec_weights), "--steps", "1", "--seed", "0"]
         if args[0] == "encode":
             extra = ["--codec-weights", str(encodec_weights)]
         code = main([*args, *extra])
@@ -44,17 +45,29 @@ def run(model_path: Path, encodec_weights: Path, capsys):
     return invoke
 
 
-def _tone(path: Path, seconds: float = 0.3, sr: int = SR, channels: int = 1) -> Path:
+def _tone(path: Path, seconds: float = 0.1, sr: int = SR, channels: int = 1) -> Path:
     t = np.arange(int(seconds * sr)) / sr
     wav = 0.3 * np.sin(2 * np.pi * 220 * t)[:, None].repeat(channels, axis=1)
     soundfile.write(path, wav, sr)
     return path
 
 
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory, encodec_weights: Path) -> Path:
+    """A folder holding tone.wav and its `mbd encode` outputs tone.npy and tone.ecdc (encoded once per module)."""
+    folder = tmp_path_factory.mktemp("encoded")
+    _tone(folder / "tone.wav")
+    for out in ("tone.npy", "tone.ecdc"):
+        assert main(["encode", str(folder / "tone.wav"), "-o", str(folder / out), "--codec-weights",
+                     str(encodec_weights)]) == 0
+    return folder
+
+
 @pytest.fixture
-def codes(tmp_path: Path, run) -> np.ndarray:
-    code, err = run("encode", str(_tone(tmp_path / "tone.wav")), "-o", str(tmp_path / "tone.npy"))
-    assert code == 0, err
+def codes(tmp_path: Path, encoded: Path) -> np.ndarray:
+    """tone.wav and its encoded tone.npy copied into tmp_path; returns the codes `[1, K, T]`."""
+    for name in ("tone.wav", "tone.npy"):
+        shutil.copy(encoded / name, tmp_path / name)
     return np.load(tmp_path / "tone.npy")
 
 
@@ -64,22 +77,26 @@ def _check_wav(path: Path, frames: int) -> None:
     assert np.isfinite(data).all() and np.abs(data).max() > 0
 
 
-def test_encode_then_decode_every_format(tmp_path: Path, run, codes: np.ndarray) -> None:
+def test_encode_then_decode_every_format(tmp_path: Path, run, codes: np.ndarray, encoded: Path) -> None:
     assert codes.shape[:2] == (1, 4) and codes.dtype == np.int64
     frames = codes.shape[-1]
-    np.savez(tmp_path / "c.npz", codes=codes[0])
-    torch.save({"codes": torch.from_numpy(codes)}, tmp_path / "c.pt")
-    code, err = run("encode", str(tmp_path / "tone.wav"), "-o", str(tmp_path / "c.ecdc"))
+    np.savez(tmp_path / "c_npz.npz", codes=codes[0])
+    torch.save({"codes": torch.from_numpy(codes)}, tmp_path / "c_pt.pt")
+    shutil.copy(encoded / "tone.ecdc", tmp_path / "c_ecdc.ecdc")  # `mbd encode -o x.ecdc`
+    names = ("tone.npy", "c_npz.npz", "c_pt.pt", "c_ecdc.ecdc")
+    out = tmp_path / "out"
+    code, err = run("decode", *(str(tmp_path / name) for name in names), "-o", str(out))
     assert code == 0, err
-    for name in ("tone.npy", "c.npz", "c.pt", "c.ecdc"):
-        out = tmp_path / f"{name}.wav"
-        code, err = run("decode", str(tmp_path / name), "-o", str(out))
-        assert code == 0, err
-        _check_wav(out, frames)
-    # the same seed gives the same audio
+    wavs = {}
+    for name in names:
+        _check_wav(out / f"{Path(name).stem}.wav", frames)
+        wavs[name] = soundfile.read(out / f"{Path(name).stem}.wav")[0]
+    # every format reads the same codes: each clip's seed comes from its codes, so their audio is identical
+    assert all(np.array_equal(wav, wavs["tone.npy"]) for wav in wavs.values())
+    # the same seed gives the same audio, decoded alone
     code, _ = run("decode", str(tmp_path / "tone.npy"), "-o", str(tmp_path / "again.wav"))
     assert code == 0
-    assert np.array_equal(soundfile.read(tmp_path / "again.wav")[0], soundfile.read(tmp_path / "tone.npy.wav")[0])
+    assert np.array_equal(soundfile.read(tmp_path / "again.wav")[0], wavs["tone.npy"])
 
 
 def test_folder_and_glob_inputs(tmp_path: Path, run, codes: np.ndarray) -> None:
@@ -102,6 +119,7 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, run, codes: np
     out.write_bytes(b"keep me")
     code, err = run("decode", str(tmp_path / "tone.npy"), "-o", str(out))
     assert code == 2 and "already exists" in err and out.read_bytes() == b"keep me"
+    assert "out.wav" in err and "--overwrite" in err and "--force" not in err  # names the file and the real flag
     code, err = run("decode", str(tmp_path / "tone.npy"), "-o", str(out), "--overwrite")
     assert code == 0, err
     _check_wav(out, codes.shape[-1])
@@ -182,23 +200,23 @@ def _bad_token_files(folder: Path, codes: np.ndarray) -> dict[str, str]:
     }
 
 
-def test_bad_token_inputs(tmp_path: Path, run, codes: np.ndarray) -> None:
+def test_bad_token_inputs(tmp_path: Path, run, codes: np.ndarray, encoded: Path) -> None:
+    """Each bad file fails in one line naming it (one run over all of them), nothing is written, exit code 2."""
     bad = tmp_path / "bad"
     bad.mkdir()
     expected = _bad_token_files(bad, codes)
     out = tmp_path / "out"
+    code, err = run("decode", *(str(bad / name) for name in expected), "-o", str(out))
+    assert code == 2 and "Traceback" not in err
     for name, fragment in expected.items():
-        code, err = run("decode", str(bad / name), "-o", str(out / "x.wav"))
-        assert code == 2, name
-        assert name in err and fragment in err, err
-        assert "Traceback" not in err
-        assert not out.exists() or not list(out.iterdir()), name
-    # truncated .ecdc
-    assert run("encode", str(tmp_path / "tone.wav"), "-o", str(tmp_path / "t.ecdc"))[0] == 0
-    data = (tmp_path / "t.ecdc").read_bytes()
+        lines = [line for line in err.splitlines() if str(bad / name) in line]
+        assert lines and all(fragment in line for line in lines), (name, err)
+    assert not out.exists() or not list(out.iterdir())
+    # truncated .ecdc, to one named output file
+    data = (encoded / "tone.ecdc").read_bytes()
     (bad / "cut.ecdc").write_bytes(data[: len(data) // 2])
     code, err = run("decode", str(bad / "cut.ecdc"), "-o", str(out / "cut.wav"))
-    assert code == 2 and "cut.ecdc" in err and not (out / "cut.wav").exists()
+    assert code == 2 and "cut.ecdc" in err and "Traceback" not in err and not (out / "cut.wav").exists()
 
 
 def test_batch_keeps_good_files_and_lists_failures(tmp_path: Path, run, codes: np.ndarray) -> None:
@@ -214,26 +232,30 @@ def test_batch_keeps_good_files_and_lists_failures(tmp_path: Path, run, codes: n
 
 
 def test_encode_bad_audio_and_notes(tmp_path: Path, run) -> None:
-    (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
-    code, err = run("encode", str(tmp_path / "broken.wav"), "-o", str(tmp_path / "broken.npy"))
-    assert code == 2 and "broken.wav" in err and not (tmp_path / "broken.npy").exists()
-    stereo = _tone(tmp_path / "stereo.wav", sr=16000, channels=2)
-    code, err = run("encode", str(stereo), "-o", str(tmp_path / "stereo.npy"))
-    assert code == 0, err
-    assert "downmixed 2 channels" in err and "resampled 16000 Hz -> 24000 Hz" in err
-    assert np.load(tmp_path / "stereo.npy").shape[1] == 4
+    """One run: the unreadable file fails naming it, the stereo 16 kHz one is encoded with notes."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    _tone(tmp_path / "in" / "stereo.wav", sr=16000, channels=2)
+    out = tmp_path / "out"
+    code, err = run("encode", str(tmp_path / "in" / "broken.wav"), str(tmp_path / "in" / "stereo.wav"), "-o", str(out))
+    assert code == 2 and "Traceback" not in err
+    failed = [line for line in err.splitlines() if "broken.wav" in line]
+    assert failed and not any("stereo.wav" in line for line in failed)
+    assert not (out / "broken.npy").exists()
+    assert "stereo.wav: downmixed 2 channels" in err and "stereo.wav: resampled 16000 Hz -> 24000 Hz" in err
+    assert np.load(out / "stereo.npy").shape[1] == 4
 
 
 def test_regenerate(tmp_path: Path, run) -> None:
-    audio = _tone(tmp_path / "voice.wav", seconds=0.4)
+    audio = _tone(tmp_path / "voice.wav", seconds=0.2)
     code, err = run("regenerate", str(audio), "-o", str(tmp_path / "voice_mbd.wav"))
     assert code == 0, err
     data, sr = soundfile.read(tmp_path / "voice_mbd.wav")
-    assert sr == SR and data.shape == (int(0.4 * SR),) and np.isfinite(data).all()
+    assert sr == SR and data.shape == (int(0.2 * SR),) and np.isfinite(data).all()
 
 
 def test_convert_info_models(tmp_path: Path, capsys, codes: np.ndarray) -> None:
-    out = tmp_path / "m.safetensors"
+    out = tmp_path / "new" / "deeper" / "m.safetensors"  # convert makes the missing folders
     assert main(["convert", str(GOLDEN / "mbd_comp_2_reduced.pt"), str(out)]) == 0
     assert main(["convert", str(GOLDEN / "mbd_comp_2_reduced.pt"), str(out)]) == 2  # exists
     assert "already exists" in capsys.readouterr().err
@@ -244,6 +266,9 @@ def test_convert_info_models(tmp_path: Path, capsys, codes: np.ndarray) -> None:
     text = capsys.readouterr().out
     assert "encodec24k-3kbps" in text and "CC-BY-NC" in text
     assert main(["info", str(tmp_path / "nothing.bin")]) == 2
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["convert", str(tmp_path / "junk.pt"), str(tmp_path / "other" / "m.safetensors")]) == 2
+    assert "junk.pt" in capsys.readouterr().err and not (tmp_path / "other").exists()
 
 
 def test_missing_model_is_one_clear_line(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -256,9 +281,17 @@ def test_missing_model_is_one_clear_line(tmp_path: Path, capsys, monkeypatch) ->
     assert not (tmp_path / "c.wav").exists()
 
 
-def test_python_dash_m_help() -> None:
-    result = subprocess.run([sys.executable, "-m", "mbd", "--help"], capture_output=True, text=True, check=False)
-    assert result.returncode == 0 and "decode" in result.stdout and "regenerate" in result.stdout
+def test_python_dash_m(tmp_path: Path, capsys) -> None:
+    """`python -m mbd` runs the command: a user error is one line on stderr and exit code 2."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mbd", "decode", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.wav"),
+         "--chunk-seconds", "-1"], capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "mbd: error: --chunk-seconds must be > 0 and finite, got -1.0\n"
+    with pytest.raises(SystemExit) as done:  # --help lists the commands
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert done.value.code == 0 and "decode" in text and "regenerate" in text
 
 
 def test_flags_become_sampling_and_runtime_options(monkeypatch) -> None:
@@ -369,13 +402,6 @@ def test_existing_folder_named_like_a_file_is_a_folder(tmp_path: Path, run, code
     assert (target / "keep.txt").read_text() == "kept"
 
 
-def test_write_errors_name_the_file_and_the_real_flag(tmp_path: Path, run, codes: np.ndarray) -> None:
-    out = tmp_path / "out.wav"
-    out.write_bytes(b"keep me")
-    code, err = run("decode", str(tmp_path / "tone.npy"), "-o", str(out))
-    assert code == 2 and "out.wav" in err and "--overwrite" in err and "--force" not in err
-
-
 @pytest.fixture(scope="module")
 def mel_model_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mel") / "mel.safetensors"
@@ -395,15 +421,6 @@ def test_vocode_refuses_npz_and_batched_mel_to_one_file(tmp_path: Path, mel_mode
         err = capsys.readouterr().err
         assert name in err and words in err and "Traceback" not in err, err
         assert not (tmp_path / "m.wav").exists()
-
-
-def test_convert_into_missing_folders(tmp_path: Path, capsys) -> None:
-    out = tmp_path / "new" / "deeper" / "m.safetensors"
-    assert main(["convert", str(GOLDEN / "mbd_comp_2_reduced.pt"), str(out)]) == 0
-    assert checkpoint.load(out)[0]["bands"]
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    assert main(["convert", str(tmp_path / "junk.pt"), str(tmp_path / "other" / "m.safetensors")]) == 2
-    assert "junk.pt" in capsys.readouterr().err and not (tmp_path / "other").exists()
 
 
 def test_codec_weights_that_are_not_encodec_name_the_file(tmp_path: Path, model_path: Path, capsys) -> None:
