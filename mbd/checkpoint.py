@@ -19,6 +19,7 @@ import pickle
 import re
 import typing
 import zipfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,7 @@ def verify(path: str | os.PathLike, config: Config, tensors: Tensors) -> None:
     """
     from .config import MBDConfig
     from .frame_net import FrameNet
+    from .meta import on_meta
     from .processor import BandProcessor
     from .spectral_mbd import FAMILY, SpectralMBD, SpectralMBDConfig
     from .unet import DiffusionUNet
@@ -287,16 +289,14 @@ def verify(path: str | os.PathLike, config: Config, tensors: Tensors) -> None:
         # sizes bounded by `check_values`) on the CPU, as some of their constructors compute.
         if config.get("family") == FAMILY:
             spectral = SpectralMBDConfig.from_dict(config)
-            with torch.device("meta"):
-                net = FrameNet(spectral.net)
+            net = on_meta(partial(FrameNet, spectral.net))
             expected = {f"net.{k}": t.shape for k, t in net.state_dict().items()}
             expected.update({k: t.shape for k, t in SpectralMBD.fixed_state(spectral).items()})
         else:
             mbd = MBDConfig.from_dict(config)
             expected = {}
             for i, band in enumerate(mbd.bands):
-                with torch.device("meta"):
-                    unet = DiffusionUNet(band.unet)
+                unet = on_meta(partial(DiffusionUNet, band.unet))
                 expected.update({f"bands.{i}.unet.{k}": t.shape for k, t in unet.state_dict().items()})
                 if band.processor is not None:
                     processor = BandProcessor(band.processor, mbd.sample_rate).state_dict()

@@ -12,10 +12,12 @@ embeddings of every step in the list (`DiffusionUNet.step_embeddings`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 
 from .diffusion import PowerSchedule, Sampler, StepCallback, sample
+from .meta import on_meta
 from .options import RuntimeOptions
 from .unet import DiffusionUNet, UNetConfig
 
@@ -36,8 +38,7 @@ def fuse(unets: Sequence[DiffusionUNet]) -> DiffusionUNet:
     configs = {u.config for u in unets}
     if len(configs) != 1 or any(u.bands != 1 for u in unets):
         raise ValueError("only single-band U-Nets with one shared config can be fused")
-    with torch.device("meta"):
-        fused = DiffusionUNet(unets[0].config, bands=len(unets))
+    fused = on_meta(partial(DiffusionUNet, unets[0].config, bands=len(unets)))
     states = [u.state_dict() for u in unets]
     stacked = {
         key: torch.cat([s[key].detach() for s in states], dim=1 if key.startswith("embedding") else 0)
