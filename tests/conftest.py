@@ -333,3 +333,46 @@ def make_run(tmp_path: Path, extra: str = "", n_files: int = 5) -> Path:
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(TINY_RECIPE + extra)
     return recipe
+
+
+# --- fast variants of the builders above -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fast_run(encodec_weights: Path):  # noqa: ANN201
+    """`make_run` that copies the session's random EnCodec weights file (the same seed-0 model `make_run`
+    would build and save) instead of building it again: `fast_run(tmp_path, extra="", n_files=5) -> recipe`."""
+    import shutil
+
+    def make(tmp_path: Path, extra: str = "", n_files: int = 5) -> Path:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(encodec_weights, tmp_path / "encodec.th")
+        return make_run(tmp_path, extra, n_files)
+
+    return make
+
+
+@pytest.fixture
+def no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training runs skip drawing curves.png (matplotlib takes about a second a figure); for tests that check
+    something else."""
+    monkeypatch.setattr("mbd.train.trainer.plot_curves", lambda *args, **kwargs: False)
+    monkeypatch.setattr("mbd.train.spectral_trainer.plot_curves", lambda *args, **kwargs: False)
+
+
+@pytest.fixture(scope="session")
+def encodec_codec(encodec_weights: Path) -> EncodecCodec:
+    """`EncodecCodec(encodec_weights, 4)`, built once per session: tests share it, so they change it only
+    through `monkeypatch`."""
+    return EncodecCodec(encodec_weights, 4)
+
+
+@pytest.fixture(scope="session")
+def tiny_token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tiny` on EnCodec 24 kHz's 128-d latents (4 codebooks) saved as a model file, for `mbd.decode` and the
+    `mbd` command with `--codec-weights encodec_weights`: a token model cheaper to run than the golden ones."""
+    import dataclasses
+
+    path = tmp_path_factory.mktemp("model") / "tiny_tokens.safetensors"
+    tiny(unet=dataclasses.replace(TINY_UNET, codec_dim=128)).save(path)
+    return path

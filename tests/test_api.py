@@ -11,14 +11,12 @@ import torch
 import mbd
 from mbd import checkpoint
 from mbd.tokens import TokenError
-from tests.conftest import GOLDEN
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "nq4.safetensors"
-    checkpoint.convert(GOLDEN / "mbd_comp_4_reduced.pt", path)
-    return path
+def model_path(tiny_token_file: Path) -> Path:
+    """A tiny random token model on EnCodec 24 kHz with 4 codebooks."""
+    return tiny_token_file
 
 
 def _decode(tokens, model_path: Path, weights: Path, **kwargs):
@@ -91,9 +89,9 @@ def test_check_output_refuses_nan() -> None:
         check_output(wav, "x.npy")
 
 
-def test_nan_weights_never_give_a_nan_output(tmp_path: Path, encodec_weights: Path) -> None:
+def test_nan_weights_never_give_a_nan_output(tmp_path: Path, model_path: Path, encodec_weights: Path) -> None:
     """A model file with NaN weights is refused at load, so mbd.decode cannot return NaN."""
-    config, tensors = checkpoint.load(GOLDEN / "mbd_comp_4_reduced.pt")
+    config, tensors = checkpoint.load(model_path)
     name = next(k for k, t in tensors.items() if t.is_floating_point() and t.numel() > 1)
     tensors[name] = torch.full_like(tensors[name], float("nan"))
     path = tmp_path / "nan.safetensors"

@@ -12,19 +12,20 @@ import soundfile
 import torch
 
 import mbd
-from mbd import checkpoint, cli
+import mbd.fused
+import mbd.pipeline
+from mbd import cli
 from mbd.noise import clip_generators, clip_seed
 from mbd.options import RuntimeOptions
-from tests.conftest import GOLDEN, tiny_diffusion_model, tiny_mel_model
+from tests.conftest import tiny_diffusion_model, tiny_mel_model
 
 SR = 24000
 
 
 @pytest.fixture(scope="module")
-def token_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "nq4.safetensors"
-    checkpoint.convert(GOLDEN / "mbd_comp_4_reduced.pt", path)
-    return path
+def token_model(tiny_token_file: Path) -> Path:
+    """A tiny random token model on EnCodec 24 kHz with 4 codebooks."""
+    return tiny_token_file
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +87,12 @@ def test_vocode_is_batch_invariant(mel_model: Path) -> None:
 
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("sampler", ["ddpm", "dpm++2m"])
-def test_generate_with_clip_generators_chunked(fused: bool, sampler: str) -> None:
+def test_generate_with_clip_generators_chunked(fused: bool, sampler: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunked decoding draws each clip's stream chunk by chunk: still independent of the batch."""
+    monkeypatch.setattr(mbd.fused, "CPU_MIN_WIDTH", 0)  # fuse this tiny model when asked (not worth it on CPU)
+    fused_runs: list[int] = []
+    sample_fused = mbd.pipeline.sample_fused
+    monkeypatch.setattr(mbd.pipeline, "sample_fused", lambda *a, **k: fused_runs.append(1) or sample_fused(*a, **k))
     model = tiny_diffusion_model(n_bands=2)
     latents = torch.randn(3, 8, 10, generator=torch.Generator().manual_seed(0))
     options = RuntimeOptions(fused=fused, chunk_seconds=4 * 320 / SR, overlap_seconds=320 / SR)
@@ -99,6 +104,7 @@ def test_generate_with_clip_generators_chunked(fused: bool, sampler: str) -> Non
     pair = latents[[2, 0]]
     assert torch.equal(model.generate(pair, generator=clip_generators(1, pair, "cpu"), **kw), both[[2, 0]])
     assert not torch.equal(model.generate(latents, generator=clip_generators(2, latents, "cpu"), **kw), both)
+    assert bool(fused_runs) == fused
 
 
 @pytest.fixture

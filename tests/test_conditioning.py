@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mbd.codec import EncodecCodec
 from mbd.conditioning import CodecLatents, MelFeatures, conditioning_for
 from mbd.config import CodecConfig
 from mbd.eq import re_eq
@@ -77,13 +78,26 @@ def test_codec_request_per_clip_eq_equalises_each_clip_alone() -> None:
     assert not torch.allclose(out, re_eq(wav, codec.reference, SR, 8))  # joint EQ differs
 
 
+FRAMES = 60  # 0.8 s of EnCodec tokens
+
+
+@pytest.fixture(scope="module")
+def long_codes(encodec_codec: EncodecCodec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two clips of EnCodec codes `[2, 4, FRAMES]` and their decode, whole."""
+    codes = torch.randint(0, 1024, (2, 4, FRAMES), generator=torch.Generator().manual_seed(4))
+    return codes, encodec_codec.decode(codes)
+
+
 @pytest.mark.parametrize("per_clip_eq", [False, True])
-def test_chunked_reference_re_eq_matches_the_whole(encodec_weights, per_clip_eq: bool) -> None:  # noqa: ANN001
+def test_chunked_reference_re_eq_matches_the_whole(
+    encodec_codec: EncodecCodec,
+    long_codes: tuple[torch.Tensor, torch.Tensor],
+    per_clip_eq: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """With chunk_seconds, EnCodec's reference is decoded in pieces of at most that length, and the re-EQ
     against it is the whole-signal re-EQ against the unchunked decode, within a small tolerance."""
-    from mbd.codec import EncodecCodec
-
-    codec = EncodecCodec(encodec_weights, 4)
+    codec = encodec_codec
     calls: list[int] = []
     decode = codec.decode
 
@@ -91,11 +105,10 @@ def test_chunked_reference_re_eq_matches_the_whole(encodec_weights, per_clip_eq:
         calls.append(codes.shape[-1])
         return decode(codes)
 
-    codec.decode = spy
-    codes = torch.randint(0, 1024, (2, 4, 90), generator=torch.Generator().manual_seed(4))  # 1.2 s
+    monkeypatch.setattr(codec, "decode", spy)
+    codes, whole = long_codes  # whole: [B, 1, L]
     request = CodecLatents(CodecConfig(), SR, codec).from_tokens(codes, 32, per_clip_eq, chunk_seconds=0.4)
-    assert calls and max(calls) <= 30 and sum(calls) < 2 * 90 * (2 if per_clip_eq else 1)  # 0.4 s = 30 frames
-    whole = decode(codes)  # [B, 1, L]
+    assert calls and max(calls) <= 30 and sum(calls) < 2 * FRAMES * (2 if per_clip_eq else 1)  # 0.4 s = 30 frames
     wav = torch.randn(2, 1, request.length, generator=torch.Generator().manual_seed(5))
     if per_clip_eq:
         want = torch.cat([re_eq(wav[b : b + 1], whole[b : b + 1], SR, 32) for b in range(2)])

@@ -145,15 +145,17 @@ def test_per_clip_eq_makes_each_clip_independent_of_the_batch() -> None:
 
 
 @pytest.mark.parametrize("length", [4000, 4001])
-def test_regenerate_resamples_to_the_model_rate_and_back(encodec_weights, length: int) -> None:
+def test_regenerate_resamples_to_the_model_rate_and_back(
+    encodec_codec: EncodecCodec, length: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """16 kHz audio into a 24 kHz token model: the codec sees it at 24 kHz, the output comes back at 16 kHz
     with the input's length (also when the 24 kHz length is not whole), and equals the decode at 24 kHz
     resampled with julius."""
     model = tiny(unet=dataclasses.replace(TINY_UNET, codec_dim=128))
-    model.codec = EncodecCodec(encodec_weights, 4)
+    model.codec = encodec_codec  # the session's EncodecCodec(encodec_weights, 4)
     seen: list[tuple[int, ...]] = []
     encode = model.codec.encode
-    model.codec.encode = lambda wav: (seen.append(tuple(wav.shape)), encode(wav))[1]
+    monkeypatch.setattr(model.codec, "encode", lambda wav: (seen.append(tuple(wav.shape)), encode(wav))[1])
     t = torch.arange(length) / 16000
     wav = (0.3 * torch.sin(2 * torch.pi * 440 * t))[None, None]
     out = model.regenerate(wav, 16000, steps=STEPS, generator=torch.Generator().manual_seed(0))

@@ -17,7 +17,7 @@ from mbd.train import cli as train_cli
 from mbd.train.config import TrainConfig
 from mbd.train.data import CropSampler, DataError, read_clip, scan, split_files
 from mbd.unet import DiffusionUNet
-from tests.conftest import REPO, SR, TINY_RECIPE, make_run, write_audio
+from tests.conftest import REPO, SR, TINY_RECIPE, write_audio
 
 # --- recipes ----------------------------------------------------------------------------------------------
 
@@ -46,8 +46,8 @@ def test_shipped_recipes_parse(path: Path) -> None:
         assert config.processor.n_bands == 8 and config.processor.num_samples == 10_000
 
 
-def test_recipe_paths_resolve_against_the_recipe_folder(tmp_path: Path, monkeypatch) -> None:
-    recipe = make_run(tmp_path)
+def test_recipe_paths_resolve_against_the_recipe_folder(tmp_path: Path, monkeypatch, fast_run) -> None:  # noqa: ANN001
+    recipe = fast_run(tmp_path)
     monkeypatch.chdir(REPO)
     config = load_recipe(recipe)
     assert config.data.paths == (str(tmp_path / "audio"),)
@@ -96,8 +96,8 @@ def test_bad_recipes_raise_clear_errors(tmp_path: Path, text: str, message: str)
         ("band", "no [[band]] with index = 1"),
     ],
 )
-def test_cli_fails_before_training(tmp_path: Path, capsys, setup: str, message: str) -> None:
-    recipe = make_run(tmp_path)
+def test_cli_fails_before_training(tmp_path: Path, capsys, setup: str, message: str, fast_run) -> None:  # noqa: ANN001
+    recipe = fast_run(tmp_path)
     out = tmp_path / "out"
     args = [str(recipe), "--out", str(out)]
     if setup == "missing":
@@ -165,14 +165,14 @@ def test_crop_sampler_is_seeded_and_aligned(tmp_path: Path) -> None:
 # --- checkpoints ------------------------------------------------------------------------------------------
 
 
-def _tiny_config(tmp_path: Path, n_bands: int = 4) -> TrainConfig:
-    config = load_recipe(make_run(tmp_path))
+def _tiny_config(recipe: Path, n_bands: int = 4) -> TrainConfig:
+    config = load_recipe(recipe)
     bands = tuple(dataclasses.replace(config.band[0], index=i) for i in range(n_bands))
     return dataclasses.replace(config, n_bands=n_bands, band=bands)
 
 
-def test_state_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
-    config = _tiny_config(tmp_path)
+def test_state_write_is_atomic(tmp_path: Path, monkeypatch, fast_run) -> None:  # noqa: ANN001
+    config = _tiny_config(fast_run(tmp_path))
     model = DiffusionUNet(config.unet)
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.randn(2, 1, 800), 3, torch.randn(2, 128, 3)).pow(2).mean().backward()
@@ -192,8 +192,8 @@ def test_state_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
-def test_assemble_bands_into_one_model(tmp_path: Path, capsys) -> None:
-    config = _tiny_config(tmp_path, n_bands=2)
+def test_assemble_bands_into_one_model(tmp_path: Path, capsys, fast_run) -> None:  # noqa: ANN001
+    config = _tiny_config(fast_run(tmp_path), n_bands=2)
     paths = []
     for b in range(2):
         torch.manual_seed(b)
