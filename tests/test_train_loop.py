@@ -16,7 +16,7 @@ from mbd import MultiBandDiffusion, checkpoint
 from mbd.bands import split_bands
 from mbd.codec import Codec, load_codec
 from mbd.processor import BandProcessor
-from mbd.train import load_recipe, train_band
+from mbd.train import load_recipe, train, train_band
 from mbd.train.config import TrainConfig
 from mbd.train.data import CropSampler, scan, split_files
 from mbd.train.logs import read_csv
@@ -96,6 +96,26 @@ def test_resume_refuses_another_recipe(run, codec) -> None:  # noqa: ANN001
     with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"differs: \['optim.lr'\]"):
         train_band(changed, BAND, out, resume=True, device="cpu", codec=codec)
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
+def test_max_seconds_stops_the_run_and_resume_finishes_it_identically(run, codec, no_plots, capsys) -> None:  # noqa: ANN001
+    """With `log.max_seconds` spent after the first step, band 2 writes its checkpoint and stops there, and band 0
+    (after it in the call) is not started; `--resume` then ends exactly where an uninterrupted run ends."""
+    tmp, config, _ = run
+    cached = dataclasses.replace(config.codec, cache_dir=str(tmp / "resume_latents"))
+    config = with_steps(dataclasses.replace(config, codec=cached), 4)
+    limited = dataclasses.replace(config, log=dataclasses.replace(config.log, max_seconds=1e-9))
+    straight, out = tmp / "straight4", tmp / "timed"
+    with pytest.warns(UserWarning):
+        train_band(config, BAND, straight, device="cpu", codec=codec)
+        stopped = train(limited, out, [BAND, 0], device="cpu")
+        assert [(r.band, r.step) for r in stopped] == [(BAND, 1)] and not (out / "band0").exists()
+        assert "band 2: stopped at step 1: log.max_seconds" in capsys.readouterr().out
+        assert train(config, out, [BAND], resume=True, device="cpu")[0].step == 4
+    assert losses(out) == losses(straight)
+    _, a = checkpoint.read_ours(straight / f"band{BAND}" / "state.safetensors")
+    _, b = checkpoint.read_ours(out / f"band{BAND}" / "state.safetensors")
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
 def test_warmup_raises_the_learning_rate_linearly(run, codec, no_plots) -> None:  # noqa: ANN001
