@@ -18,6 +18,7 @@ import torch
 
 from .diffusion import PowerSchedule, Sampler, StepCallback, sample
 from .meta import on_meta
+from .noise import clip_by_clip
 from .options import RuntimeOptions
 from .unet import DiffusionUNet, UNetConfig
 
@@ -77,6 +78,7 @@ def sample_fused(
     sampler: Sampler,
     options: RuntimeOptions,
     on_step: StepCallback | None = None,
+    alone: bool = False,
 ) -> torch.Tensor:
     """Sample every band at once with the fused network.
 
@@ -92,13 +94,16 @@ def sample_fused(
         sampler: "ddpm", "ddim" or "dpm++2m" (`mbd.diffusion`).
         options: the network's dtype (the sampler state stays float32).
         on_step: called as `on_step(i, x)` with the band-stacked state `[B, n_bands * C, L]`.
+        alone: embed each clip's latent on its own (`mbd.noise.clip_by_clip`; `network` is then expected to
+            see each clip alone too), so that a clip's output does not depend on its batch.
 
     Returns:
         each band's final state in diffusion space `[n_bands, B, C, L]`.
     """
     n, _, _, _, length = draws.shape
     dtype = options.torch_dtype
-    condition = None if latents is None else fused.condition_embedding(latents.to(dtype), length)
+    embed = clip_by_clip(fused.condition_embedding) if alone else fused.condition_embedding
+    condition = None if latents is None else embed(latents.to(dtype), length)  # [B, n * C_last, T']
     device = fused.embedding.weight.device
     table = {
         t: [e if e is None else e.to(dtype) for e in fused.step_embeddings(torch.full((1,), t, device=device))]

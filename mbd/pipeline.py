@@ -226,7 +226,7 @@ class MultiBandDiffusion(nn.Module):
             network, fused_net = self.fused_network(options.dtype, options.compile)
             network = clip_by_clip(network) if alone else network
             callback = None if on_step is None else lambda i, x: self._unstacked_step(on_step, i, x)
-            x = sample_fused(network, fused_net, latents, schedules, steps, draws, sampler, options, callback)
+            x = sample_fused(network, fused_net, latents, schedules, steps, draws, sampler, options, callback, alone)
             for band, x_b in zip(self.bands, x):
                 out += band.unproject(x_b)
             return out
