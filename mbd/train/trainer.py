@@ -327,7 +327,9 @@ def train_band(
 
 def _out_of_time(started: float, max_seconds: float, world: int) -> bool:
     """Whether `max_seconds` (0: no limit) have passed since `started`; every process takes rank 0's answer."""
-    late = torch.tensor([max_seconds > 0 and time.perf_counter() - started > max_seconds])
+    if max_seconds <= 0:
+        return False
+    late = torch.tensor([time.perf_counter() - started > max_seconds])
     if world > 1:
         dist.broadcast(late, 0)
     return bool(late.item())
