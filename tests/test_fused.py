@@ -144,9 +144,8 @@ def test_unet_single_forward_shapes_guard() -> None:
 
 def test_fused_pays_only_from_the_cpu_min_width(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(mbd.fused, "CPU_MIN_WIDTH", 1024)
-    assert mbd.fused.fused_pays(UNetConfig(hidden=16), cpu)  # bottleneck 16 * 4^3 = 1024
-    assert not mbd.fused.fused_pays(UNetConfig(hidden=8), cpu)  # 512
+    assert mbd.fused.fused_pays(UNetConfig(hidden=32), cpu)  # bottleneck 32 * 4^3 = 2048: measured 2.3x
+    assert not mbd.fused.fused_pays(UNetConfig(hidden=16), cpu)  # 1024: measured 0.74x
     assert mbd.fused.fused_pays(UNetConfig(hidden=8), cuda)
     model = tiny_mbd()
     calls = []
