@@ -143,6 +143,7 @@ def test_unet_single_forward_shapes_guard() -> None:
 
 
 def test_fused_pays_only_from_the_cpu_min_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # the package's own CPU_MIN_WIDTH, not this module's fuse-anything setting
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert mbd.fused.fused_pays(UNetConfig(hidden=32), cpu)  # bottleneck 32 * 4^3 = 2048: measured 2.3x
     assert not mbd.fused.fused_pays(UNetConfig(hidden=16), cpu)  # 1024: measured 0.74x
