@@ -13,6 +13,7 @@ import torch
 
 from mbd import MultiBandDiffusion, checkpoint
 from mbd.errors import CheckpointError
+from mbd.meta import on_meta
 from mbd.processor import BandProcessor, ProcessorConfig
 from mbd.unet import DiffusionUNet, UNetConfig
 from tests.conftest import GOLDEN
@@ -128,8 +129,7 @@ def test_released_size_on_meta_device(res_blocks: int) -> None:
     released = json.loads((GOLDEN / "released_config_shapes.json").read_text())
     entry = released[f"diffusion_unet_hidden48_growth4_depth4_kernel8_stride4_res_blocks{res_blocks}_codec128"]
     config = UNetConfig(hidden=48, growth=4, depth=4, res_blocks=res_blocks, kernel=8, stride=4, codec_dim=128)
-    with torch.device("meta"):
-        unet = DiffusionUNet(config)
+    unet = on_meta(lambda: DiffusionUNet(config))  # as checkpoint.verify builds it
     state = unet.state_dict()
     assert list(state) == list(entry["state_dict"])  # same keys, same order
     assert {k: list(v.shape) for k, v in state.items()} == entry["state_dict"]
