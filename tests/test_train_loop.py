@@ -197,7 +197,8 @@ def test_tiny_recipe_loss_falls(tmp_path: Path) -> None:
     first, last = sum(result.losses[:20]) / 20, sum(result.losses[-20:]) / 20
     assert result.step == 300 and last < 0.5 * first, (first, last)
     model = MultiBandDiffusion.from_pretrained(result.model_path, load_codec=False)
-    wav = model.generate(torch.randn(1, 128, 75), steps=[999, 499, 0], generator=torch.Generator().manual_seed(0))
+    latent = torch.randn(1, 128, 75)  # 1 s of EnCodec 24 kHz frames (hop 320); no codec loaded: length given
+    wav = model.generate(latent, length=24_000, steps=[999, 499, 0], generator=torch.Generator().manual_seed(0))
     assert wav.shape == (1, 1, 24_000) and torch.isfinite(wav).all()
 
 
