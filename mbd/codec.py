@@ -72,8 +72,9 @@ def _to_tensor(array: object, name: str) -> torch.Tensor:
     if isinstance(array, np.ndarray):
         if array.dtype.kind not in "biuf":
             raise TokenError(f"{name}: codes must be integers, got an array of {array.dtype}")
-        if not array.dtype.isnative:  # e.g. a big-endian file: converted, as torch reads native order only
-            array = array.astype(array.dtype.newbyteorder("="))
+        from .arrays import native  # here: mbd.arrays -> mbd.memory -> mbd.codec
+
+        array = native(array)  # e.g. a big-endian file: converted, as torch reads native order only
         if array.dtype.kind == "u":
             array = array.astype(np.int64)  # torch lacks most ops on wide unsigned types
         return torch.from_numpy(np.ascontiguousarray(array))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from .arrays import native
 from .errors import InputError, MelError
 
 MAX_LOG_MEL = 20.0
@@ -198,7 +199,7 @@ class MelSpectrogram(nn.Module):
         if isinstance(mel, np.ndarray):
             if mel.dtype.kind != "f":
                 raise MelError(f"{name}: expected real floating-point log-mel values, got {mel.dtype}")
-            mel = torch.from_numpy(np.ascontiguousarray(mel, dtype=mel.dtype.newbyteorder("=")))
+            mel = torch.from_numpy(np.ascontiguousarray(native(mel)))
         if not isinstance(mel, torch.Tensor):
             raise MelError(f"{name}: expected a tensor or numpy array, got {type(mel).__name__}")
         shape = tuple(mel.shape)
