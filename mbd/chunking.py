@@ -162,6 +162,25 @@ def _frames(seconds: float, sample_rate: int, hop: int) -> int:
     return max(1, round(seconds * sample_rate / hop))
 
 
+def _codec_in_pieces(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    hop: int,
+    sample_rate: int,
+    chunk_seconds: float | None,
+    step_in: int,
+    step_out: int,
+) -> torch.Tensor:
+    """`fn(x)` in one call when `x` spans at most `chunk_seconds` of codec frames (or for None), else by
+    `map_with_context` with `CODEC_CONTEXT_SECONDS` of context (`step_in`, `step_out`: samples per frame)."""
+    if chunk_seconds is None:
+        return fn(x)
+    chunk = _frames(chunk_seconds, sample_rate, hop)
+    if -(-x.shape[-1] // step_in) <= chunk:  # frames of x
+        return fn(x)
+    return map_with_context(fn, x, chunk, _frames(CODEC_CONTEXT_SECONDS, sample_rate, hop), step_in, step_out)
+
+
 def decode_codes_in_pieces(
     decode: Callable[[torch.Tensor], torch.Tensor],
     codes: torch.Tensor,
@@ -182,13 +201,7 @@ def decode_codes_in_pieces(
     Returns:
         audio `[B, C, T * hop]`; equal to `decode(codes)` when it fits in one piece.
     """
-    if chunk_seconds is None:
-        return decode(codes)
-    chunk = _frames(chunk_seconds, sample_rate, hop)
-    if codes.shape[-1] <= chunk:
-        return decode(codes)
-    context = _frames(CODEC_CONTEXT_SECONDS, sample_rate, hop)
-    return map_with_context(decode, codes, chunk, context, 1, hop)
+    return _codec_in_pieces(decode, codes, hop, sample_rate, chunk_seconds, 1, hop)
 
 
 def encode_in_pieces(
@@ -213,10 +226,4 @@ def encode_in_pieces(
     Returns:
         codes `[B, K, ceil(L / hop)]`; equal to `encode(wav)` when it fits in one piece.
     """
-    if chunk_seconds is None:
-        return encode(wav)
-    chunk = _frames(chunk_seconds, sample_rate, hop)
-    if wav.shape[-1] <= chunk * hop:
-        return encode(wav)
-    context = _frames(CODEC_CONTEXT_SECONDS, sample_rate, hop)
-    return map_with_context(encode, wav, chunk, context, hop, 1)
+    return _codec_in_pieces(encode, wav, hop, sample_rate, chunk_seconds, hop, 1)
