@@ -23,12 +23,6 @@ SR = 24000
 
 
 @pytest.fixture(scope="module")
-def token_model(tiny_token_file: Path) -> Path:
-    """A tiny random token model on EnCodec 24 kHz with 4 codebooks."""
-    return tiny_token_file
-
-
-@pytest.fixture(scope="module")
 def mel_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "mel.safetensors"
     tiny_mel_model().save(path)
@@ -59,9 +53,9 @@ def test_clip_seed_depends_on_seed_and_content_only() -> None:
     assert not torch.equal(torch.randn(8, generator=g1), torch.randn(8, generator=alone))
 
 
-def test_decode_is_batch_invariant(token_model: Path, encodec_weights: Path) -> None:
+def test_decode_is_batch_invariant(tiny_token_file: Path, encodec_weights: Path) -> None:
     def run(tokens, seed: int = 3):  # noqa: ANN001, ANN202
-        return mbd.decode(tokens, token_model, steps=2, seed=seed, device="cpu", codec_weights=encodec_weights)[0]
+        return mbd.decode(tokens, tiny_token_file, steps=2, seed=seed, device="cpu", codec_weights=encodec_weights)[0]
 
     a, b, c = codes(0), codes(1), codes(2)
     alone = run(a)  # [1, L]
@@ -125,11 +119,11 @@ def _cli(*args: str) -> None:
     assert cli.main([*args, "--steps", "2", "--device", "cpu"]) == 0
 
 
-def test_cli_decode_batch_size(tmp_path: Path, token_model: Path, encodec_weights: Path, written) -> None:  # noqa: ANN001
+def test_cli_decode_batch_size(tmp_path: Path, tiny_token_file: Path, encodec_weights: Path, written) -> None:  # noqa: ANN001
     for name, seed in (("a", 0), ("b", 1), ("c", 2)):
         np.save(tmp_path / f"{name}.npy", codes(seed).numpy())
     np.save(tmp_path / "copy.npy", codes(0).numpy())  # a's content under another name
-    model = ["--model", str(token_model), "--codec-weights", str(encodec_weights)]
+    model = ["--model", str(tiny_token_file), "--codec-weights", str(encodec_weights)]
     results = {}
     for run, (names, batch) in enumerate([(["a"], 1), (["a", "b", "copy"], 2), (["c", "a"], 3)]):
         out = tmp_path / f"out{run}"
@@ -168,11 +162,11 @@ def _tones(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["tokens", "mel"])
-def test_cli_regenerate_companions(tmp_path: Path, token_model: Path, mel_model: Path, encodec_weights: Path,
+def test_cli_regenerate_companions(tmp_path: Path, tiny_token_file: Path, mel_model: Path, encodec_weights: Path,
                                    kind: str, written) -> None:  # noqa: ANN001
     """`mbd regenerate x.wav y.wav --seed 0` gives the y that `mbd regenerate y.wav --seed 0` gives."""
     _tones(tmp_path)
-    model = ["--model", str(mel_model)] if kind == "mel" else ["--model", str(token_model), "--codec-weights",
+    model = ["--model", str(mel_model)] if kind == "mel" else ["--model", str(tiny_token_file), "--codec-weights",
                                                                 str(encodec_weights)]
     _cli("regenerate", str(tmp_path / "y.wav"), "-o", str(tmp_path / "alone"), "--seed", "0", *model)
     alone = written["y.wav"].clone()
