@@ -279,7 +279,7 @@ def verify(path: str | os.PathLike, config: Config, tensors: Tensors) -> None:
     from .frame_net import FrameNet
     from .meta import on_meta
     from .processor import BandProcessor
-    from .spectral_mbd import FAMILY, SpectralMBD, SpectralMBDConfig
+    from .spectral_mbd import FAMILY, SpectralMBD, SpectralMBDConfig, net_args
     from .unet import DiffusionUNet
 
     if not isinstance(config, dict):
@@ -289,7 +289,7 @@ def verify(path: str | os.PathLike, config: Config, tensors: Tensors) -> None:
         # sizes bounded by `check_values`) on the CPU, as some of their constructors compute.
         if config.get("family") == FAMILY:
             spectral = SpectralMBDConfig.from_dict(config)
-            net = on_meta(partial(FrameNet, spectral.net))
+            net = on_meta(partial(FrameNet, *net_args(spectral)))
             expected = {f"net.{k}": t.shape for k, t in net.state_dict().items()}
             expected.update({k: t.shape for k, t in SpectralMBD.fixed_state(spectral).items()})
         else:

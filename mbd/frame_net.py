@@ -22,26 +22,23 @@ from torch import nn
 
 @dataclass(frozen=True)
 class FrameNetConfig:
-    """Args:
-    channels: input and output channels per frame (2 x the band's bins: real and imaginary parts).
-    cond_dim: conditioning channels per frame (mel bins).
-    n_bands: number of bands sharing the network (one learned embedding each).
+    """The network's own shape; its input, output and conditioning sizes come from the model that owns it
+    (`FrameNet`'s arguments).
+
+    Args:
     dim: width of the ConvNeXt blocks.
     blocks: number of blocks.
     mlp_ratio: hidden width of each block's pointwise MLP, in units of `dim`.
     kernel: depthwise kernel size in frames (odd).
     """
 
-    channels: int = 256
-    cond_dim: int = 100
-    n_bands: int = 4
     dim: int = 192
     blocks: int = 8
     mlp_ratio: float = 3.0
     kernel: int = 7
 
     def __post_init__(self) -> None:
-        for name in ("channels", "cond_dim", "n_bands", "dim", "blocks", "kernel"):
+        for name in ("dim", "blocks", "kernel"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.kernel % 2 == 0:
@@ -62,10 +59,10 @@ class ConvNeXtBlock(nn.Module):
     """Depthwise conv -> adaptive LayerNorm -> pointwise MLP -> layer scale, with a residual; the conditioning
     is added before the depthwise conv."""
 
-    def __init__(self, config: FrameNetConfig) -> None:
+    def __init__(self, config: FrameNetConfig, cond_dim: int) -> None:
         super().__init__()
         dim, hidden = config.dim, round(config.dim * config.mlp_ratio)
-        self.cond = nn.Conv1d(config.cond_dim, dim, 1)
+        self.cond = nn.Conv1d(cond_dim, dim, 1)
         self.dwconv = nn.Conv1d(dim, dim, config.kernel, padding=config.kernel // 2, groups=dim)
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.modulation = nn.Linear(dim, 2 * dim)
@@ -92,18 +89,21 @@ class FrameNet(nn.Module):
 
     Args:
         config: the network's shape.
+        channels: input and output channels per frame (2 x a band's bins: real and imaginary parts).
+        cond_dim: conditioning channels per frame (mel bins).
+        n_bands: number of bands sharing the network (one learned embedding each).
     """
 
-    def __init__(self, config: FrameNetConfig) -> None:
+    def __init__(self, config: FrameNetConfig, channels: int, cond_dim: int, n_bands: int) -> None:
         super().__init__()
-        self.config = config
+        self.config, self.channels = config, channels
         dim = config.dim
-        self.embed = nn.Conv1d(config.channels + config.cond_dim, dim, config.kernel, padding=config.kernel // 2)
+        self.embed = nn.Conv1d(channels + cond_dim, dim, config.kernel, padding=config.kernel // 2)
         self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.band_embedding = nn.Embedding(config.n_bands, dim)
-        self.blocks = nn.ModuleList(ConvNeXtBlock(config) for _ in range(config.blocks))
+        self.band_embedding = nn.Embedding(n_bands, dim)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(config, cond_dim) for _ in range(config.blocks))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head = nn.Linear(dim, config.channels)
+        self.head = nn.Linear(dim, channels)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, band: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Args:

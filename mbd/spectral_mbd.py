@@ -68,11 +68,9 @@ class SpectralMBDConfig:
     model_magnitude: float = 1.0
 
     def __post_init__(self) -> None:
-        s, m, n = self.spectral, self.mel, self.net
+        s, m = self.spectral, self.mel
         if (s.n_fft, s.hop_length, self.sample_rate) != (m.n_fft, m.hop_length, m.sample_rate):
             raise ValueError("spectral.n_fft, spectral.hop_length and sample_rate must be the mel's")
-        if n.channels != 2 * s.band_bins or n.cond_dim != m.n_mels or n.n_bands != s.n_bands:
-            raise ValueError("net.channels, net.cond_dim and net.n_bands must be 2 * band bins, n_mels and n_bands")
         if len(self.schedules) != s.n_bands:
             raise ValueError(f"need one schedule per band ({s.n_bands}), got {len(self.schedules)}")
         if self.objective not in ("flow", "ddpm") or self.solver not in flow.SOLVERS or self.steps < 1:
@@ -107,11 +105,21 @@ class SpectralMBDConfig:
         return config
 
 
+def net_args(config: SpectralMBDConfig) -> tuple[FrameNetConfig, int, int, int]:
+    """`FrameNet`'s arguments for a model: its shape, and the sizes the bands and the mel give it (a band's
+    real and imaginary parts, the mel bins, the number of bands)."""
+    return config.net, 2 * config.spectral.band_bins, config.mel.n_mels, config.spectral.n_bands
+
+
 class SpectralMBD(nn.Module):
     """Log-mel `[B, n_mels, T]` to audio `[B, 1, T * hop]` with per-band flow models over STFT frames.
 
     Args:
         config: the model's configuration.
+
+    Attributes:
+        sample_rate, hop_length: the mel's.
+        min_samples: the shortest audio `regenerate` takes, at the model's rate (`MelConfig.min_samples`).
     """
 
     codec = None
@@ -119,9 +127,11 @@ class SpectralMBD(nn.Module):
     def __init__(self, config: SpectralMBDConfig) -> None:
         super().__init__()
         self.config = config
+        self.sample_rate = config.sample_rate
+        self.hop_length, self.min_samples = config.mel.hop_length, config.mel.min_samples
         self.features = MelSpectrogram(config.mel)
         self.bands = SpectralBands(config.spectral, self.features.mel.mel_scale.fb)
-        self.net = FrameNet(config.net)
+        self.net = FrameNet(*net_args(config))
 
     # --- construction and files -------------------------------------------------------------------------
 
@@ -166,19 +176,6 @@ class SpectralMBD(nn.Module):
         """Write one safetensors file with the config in its metadata; `half` stores the network in fp16."""
         tensors = {k: (t.half() if half and k.startswith("net.") else t) for k, t in self.state_dict().items()}
         checkpoint.save(path, self.config.to_dict(), tensors)
-
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def hop_length(self) -> int:
-        return self.config.mel.hop_length
-
-    @property
-    def min_samples(self) -> int:
-        """The shortest audio `regenerate` takes, at the model's rate (`MelConfig.min_samples`)."""
-        return self.config.mel.min_samples
 
     @property
     def device(self) -> torch.device:
@@ -234,7 +231,7 @@ class SpectralMBD(nn.Module):
         cond, env = self.condition(log_mel)  # [B * n, n_mels, T + 1], [B, n_fft // 2, T + 1]
         rows, frames = cond.shape[0], cond.shape[-1]
         steps = c.steps if steps is None else int(steps)
-        x0 = randn((rows, c.net.channels, frames), generator, "cpu").to(self.device)
+        x0 = randn((rows, self.net.channels, frames), generator, "cpu").to(self.device)
         ids = self.band_ids(rows // n)
         net = self.net
         if per_clip(generator) and self.device.type == "cpu":  # bit-identical whatever the batch (`clip_by_clip`)
@@ -252,7 +249,7 @@ class SpectralMBD(nn.Module):
                 return net(x, torch.full((rows,), (num - 1 - t) / num, device=x.device), ids, cond)  # 1: clean
 
             x = diffusion_sample("ddim", denoise, lambda: x0, c.diffusion, spaced_steps(steps, num))
-        spec = self.bands.denormalise(x.view(rows // n, n, c.net.channels, frames), env)  # [B, F - 1, T + 1]
+        spec = self.bands.denormalise(x.view(rows // n, n, self.net.channels, frames), env)  # [B, F - 1, T + 1]
         return torch.cat([spec, spec.new_zeros(spec.shape[0], 1, spec.shape[-1])], dim=1)
 
     @torch.no_grad()

@@ -7,11 +7,12 @@ import torch
 
 from mbd.frame_net import FrameNet, FrameNetConfig, time_embedding
 
-CONFIG = FrameNetConfig(channels=6, cond_dim=5, n_bands=2, dim=8, blocks=2, mlp_ratio=2.0, kernel=3)
+CONFIG = FrameNetConfig(dim=8, blocks=2, mlp_ratio=2.0, kernel=3)
+SIZES = (6, 5, 2)  # channels, cond_dim, n_bands
 
 
 def test_shapes_for_any_length() -> None:
-    net = FrameNet(CONFIG)
+    net = FrameNet(CONFIG, *SIZES)
     for frames in (1, 7, 33):
         out = net(torch.randn(4, 6, frames), torch.rand(4), torch.tensor([0, 1, 0, 1]), torch.randn(4, 5, frames))
         assert out.shape == (4, 6, frames)
@@ -19,7 +20,7 @@ def test_shapes_for_any_length() -> None:
 
 def test_output_depends_on_time_band_and_condition() -> None:
     torch.manual_seed(0)
-    net = FrameNet(CONFIG)
+    net = FrameNet(CONFIG, *SIZES)
     for p in net.parameters():  # layer scale starts small: make every path visible
         torch.nn.init.normal_(p, std=0.5)
     x, cond = torch.randn(1, 6, 9), torch.randn(1, 5, 9)
@@ -31,7 +32,7 @@ def test_output_depends_on_time_band_and_condition() -> None:
 
 def test_frames_only_see_their_neighbourhood() -> None:
     # receptive field: (kernel - 1) / 2 frames per conv, one input conv and one depthwise conv per block
-    net = FrameNet(CONFIG)
+    net = FrameNet(CONFIG, *SIZES)
     x, cond = torch.randn(1, 6, 40), torch.randn(1, 5, 40)
     t, b = torch.tensor([0.5]), torch.tensor([1])
     x2 = x.clone()

@@ -31,7 +31,6 @@ segment_frames = 32
 valid_clips = 1
 valid_seconds = 1.5
 [net]
-channels = 256
 dim = 64
 blocks = 3
 mlp_ratio = 2.0
@@ -141,7 +140,7 @@ def test_resume_is_bit_identical(tmp_path: Path, no_plots, capsys) -> None:  # n
     "change,message",
     [
         (("dim = 64", "dim = 64\nwidth = 3"), "unknown keys"),
-        (("channels = 256", "channels = 200"), "net.channels"),
+        (("dim = 64", "dim = 64\nchannels = 256"), "unknown keys"),
         (('family = "spectral"', 'family = "spectral"\nobjective = "score"'), "objective"),
         (("segment_frames = 32", "segment_frames = 0"), "segment_frames"),
         (('paths = ["audio"]', 'paths = ["nowhere"]'), "does not exist"),
