@@ -40,7 +40,7 @@ def test_shipped_recipes_parse(path: Path) -> None:
         u, s, o = config.unet, config.schedule, config.optim
         assert (u.hidden, u.growth, u.depth, u.res_blocks, u.codec_dim) == (48, 4, 4, 2, 128)
         assert (s.beta_t0, s.beta_t1, s.beta_exp, s.num_steps) == (1e-5, 2.9e-2, 7.5, 1000)
-        assert (o.batch_size, o.lr, o.ema_decay, o.max_norm, config.data.segment_duration) == (128, 2e-4, 0.99, 0, 1)
+        assert (o.batch_size, o.lr, o.ema_decay, o.max_norm, config.data.segment_duration) == (128, 2e-4, 0.99, None, 1)
         assert [config.processor_config(b) is None for b in range(4)] == [True, True, False, False]
         assert config.processor_config(2).power_std == 0.4 and config.processor_config(3).power_std == 0.75
         assert config.processor.n_bands == 8 and config.processor.num_samples == 10_000
@@ -68,7 +68,9 @@ _BASE = "[data]\npaths = ['audio']\n[[band]]\nindex = 0\n"
         (_BASE + "[optim]\nbatch_size = '8'", "optim.batch_size: expected int"),
         (_BASE + "[optim]\nlr = -1.0", "optim.lr must be > 0"),
         (_BASE + "[optim]\nprecision = 'fp16'", "optim.precision: must be one of"),
-        (_BASE + "[optim]\nwarmup = -1", "optim.warmup and optim.max_norm must be >= 0"),
+        (_BASE + "[optim]\nwarmup = -1", "optim.warmup must be >= 0"),
+        (_BASE + "[optim]\nmax_norm = 0.0", "optim.max_norm must be > 0"),  # no clipping: leave it out
+        (_BASE + "[log]\nmax_seconds = 0", "log.max_seconds must be > 0"),  # no limit: leave it out
         (_BASE + "[optim]\nbeta2 = 1.0", "optim.beta1 and optim.beta2 must be in [0, 1)"),
         (_BASE + "[unet]\nhidden = 4.5", "unet.hidden: expected int"),
         (_BASE + "[unet]\nnum_steps = 500", "must equal schedule.num_steps"),

@@ -56,8 +56,8 @@ def _with_limits(config: Recipe, args: argparse.Namespace) -> Recipe:
             raise RecipeError(f"--steps must be > 0, got {args.steps}")
         config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, steps=args.steps))
     if args.max_seconds is not None:
-        if not args.max_seconds >= 0:
-            raise RecipeError(f"--max-seconds must be >= 0, got {args.max_seconds}")
+        if not args.max_seconds > 0:
+            raise RecipeError(f"--max-seconds must be > 0, got {args.max_seconds}")
         config = dataclasses.replace(config, log=dataclasses.replace(config.log, max_seconds=args.max_seconds))
     return config
 

@@ -74,7 +74,7 @@ class OptimConfig:
     warmup: warm-up steps (0: none, as AudioCraft).
     beta1, beta2: Adam betas.
     weight_decay: weight decay (Adam: L2 added to the gradient; AdamW: decoupled).
-    max_norm: gradient clipping norm; 0 disables (AudioCraft's default).
+    max_norm: gradient clipping norm; None: no clipping (AudioCraft's default).
     ema_decay: decay of the EMA weights (the inference weights), updated every step.
     batch_size: global batch size (split evenly across processes).
     steps: number of optimiser steps.
@@ -86,7 +86,7 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     weight_decay: float = 0.0
-    max_norm: float = 0.0
+    max_norm: float | None = None
     ema_decay: float = 0.99
     batch_size: int = 128
     steps: int = 500_000
@@ -98,11 +98,9 @@ class OptimConfig:
 
     def check(self) -> None:
         """Raise `RecipeError` naming the first impossible value."""
-        for value, name in [(self.lr, "lr"), (self.batch_size, "batch_size"), (self.steps, "steps")]:
-            if not value > 0:
-                raise RecipeError(f"optim.{name} must be > 0, got {value}")
-        if self.warmup < 0 or self.max_norm < 0:
-            raise RecipeError(f"optim.warmup and optim.max_norm must be >= 0, got {self.warmup}, {self.max_norm}")
+        _all_positive(self, "optim", ("lr", "batch_size", "steps", "max_norm"))
+        if self.warmup < 0:
+            raise RecipeError(f"optim.warmup must be >= 0, got {self.warmup}")
         if not 0 <= self.ema_decay < 1:
             raise RecipeError(f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
@@ -118,7 +116,7 @@ class LogConfig:
     valid_every: steps between validations (`valid.csv`, `curves.png`); 0: only at the end.
     checkpoint_every: steps between checkpoints (the last step is always saved).
     max_seconds: stop, after a checkpoint and a validation, once this much wall time has passed in this run
-        (`--resume` continues it); 0: no limit.
+        (`--resume` continues it); None: no limit.
     valid_stride: U-Net recipes: validation samples with every `valid_stride`-th diffusion step (50:
         AudioCraft's 20). Spectral models validate with their own `steps`.
     tensorboard: also write TensorBoard events when `tensorboard` is installed.
@@ -128,20 +126,16 @@ class LogConfig:
     log_every: int = 50
     valid_every: int = 10_000
     checkpoint_every: int = 10_000
-    max_seconds: float = 0.0
+    max_seconds: float | None = None
     valid_stride: int = 50
     tensorboard: bool = True
     progress: bool = True
 
     def check(self) -> None:
         """Raise `RecipeError` naming the first impossible value."""
-        for value, name in [(self.log_every, "log_every"), (self.checkpoint_every, "checkpoint_every"),
-                            (self.valid_stride, "valid_stride")]:
-            if not value > 0:
-                raise RecipeError(f"log.{name} must be > 0, got {value}")
-        if self.valid_every < 0 or self.max_seconds < 0:
-            raise RecipeError(f"log.valid_every and log.max_seconds must be >= 0, got {self.valid_every}, "
-                              f"{self.max_seconds}")
+        _all_positive(self, "log", ("log_every", "checkpoint_every", "valid_stride", "max_seconds"))
+        if self.valid_every < 0:
+            raise RecipeError(f"log.valid_every must be >= 0, got {self.valid_every}")
 
 
 @dataclass(frozen=True)
@@ -290,6 +284,13 @@ def _field_default(f: dataclasses.Field) -> Any:
 def _positive(value: float, where: str) -> None:
     if not value > 0:
         raise RecipeError(f"{where} must be > 0, got {value}")
+
+
+def _all_positive(config: Any, table: str, names: tuple[str, ...]) -> None:
+    """Raise `RecipeError` for the first of `config`'s fields `names` that is set (not None) and not > 0."""
+    for name in names:
+        if (value := getattr(config, name)) is not None:
+            _positive(value, f"{table}.{name}")
 
 
 def validate(config: TrainConfig) -> TrainConfig:

@@ -228,7 +228,7 @@ def train(config: SpectralTrainConfig, out_dir: str | Path | None = None, *, res
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if o.max_norm > 0:
+        if o.max_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, o.max_norm)
         optimizer.step()
         with torch.no_grad():
@@ -250,7 +250,7 @@ def train(config: SpectralTrainConfig, out_dir: str | Path | None = None, *, res
                 print(f"step {step}: loss {row['loss']:.4f}, {speed:.2f} steps/s", flush=True)
             window.zero_()
             tic, tic_step = time.perf_counter(), step
-        out_of_time = lg.max_seconds > 0 and time.perf_counter() - start > lg.max_seconds
+        out_of_time = lg.max_seconds is not None and time.perf_counter() - start > lg.max_seconds
         if step % lg.checkpoint_every == 0 or step == o.steps or out_of_time:
             checkpoint_now()
         if (lg.valid_every and step % lg.valid_every == 0) or step == o.steps or out_of_time:

@@ -278,7 +278,7 @@ def train_band(
             group["lr"] = o.lr_at(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if o.max_norm > 0:
+        if o.max_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), o.max_norm)
         optimizer.step()
         with torch.no_grad():  # (6)
@@ -325,9 +325,9 @@ def train_band(
     return TrainResult(band, step, losses, model_path, state_path)
 
 
-def _out_of_time(started: float, max_seconds: float, world: int) -> bool:
-    """Whether `max_seconds` (0: no limit) have passed since `started`; every process takes rank 0's answer."""
-    if max_seconds <= 0:
+def _out_of_time(started: float, max_seconds: float | None, world: int) -> bool:
+    """Whether `max_seconds` (None: no limit) have passed since `started`; every process takes rank 0's answer."""
+    if max_seconds is None:
         return False
     late = torch.tensor([time.perf_counter() - started > max_seconds])
     if world > 1:
