@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import zipfile
 from pathlib import Path
 
 import torch
@@ -145,7 +146,9 @@ def check_codec_weights(value: str | None) -> None:
     if not path.is_file():
         raise CommandError(f"--codec-weights {value}: {'not a regular file' if path.exists() else 'no such file'}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # Memory-mapped where the format allows (zip, not legacy pickles), so that checking does not read the
+        # whole file before the loader reads it again.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as err:  # noqa: BLE001 - torch.load raises many types on damaged or foreign bytes
         raise CommandError(f"--codec-weights {value}: not a PyTorch weights file ({type(err).__name__})") from None
     if not isinstance(state, dict) or not state or not all(isinstance(t, torch.Tensor) for t in state.values()):

@@ -22,6 +22,7 @@ import torch
 from mbd.arguments import check_codec_weights
 from mbd.batch import printable
 from mbd.cli import main
+from mbd.errors import CommandError
 
 NO_MODEL = "never-loaded.safetensors"
 
@@ -244,3 +245,13 @@ def test_printable_escapes_control_characters_only() -> None:
 
 def test_codec_weights_folder_is_left_to_its_loader(tmp_path: Path) -> None:
     check_codec_weights(str(tmp_path))  # a Hugging Face codec folder (MusicGen's 32 kHz EnCodec)
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_codec_weights_are_checked_in_both_torch_formats(tmp_path: Path, zipped: bool) -> None:
+    path = tmp_path / "codec.th"
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=zipped)  # zip (memory-mapped) or legacy
+    check_codec_weights(str(path))
+    path.write_bytes(path.read_bytes()[:-40])  # cut short: the check reads the file, not just its name
+    with pytest.raises(CommandError, match="not a PyTorch weights file"):
+        check_codec_weights(str(path))
