@@ -1,16 +1,19 @@
 """Decode speed, memory and deviation of the fast modes against the faithful path.
 
     python benchmarks/decode_speed.py --device cpu --size reduced --seconds 2
+    python benchmarks/decode_speed.py --size released,hidden16 --seconds 1 --modes faithful,fused --rounds 3
     python benchmarks/decode_speed.py --device cpu --size released --seconds 1 --steps 2
     python benchmarks/decode_speed.py --device cpu --size tiny --seconds 1 --steps 2 --modes fused-compile,fused-fp16
     python benchmarks/decode_speed.py --device cuda --size released --seconds 10 --batch 8 --modes fused-bf16
 
-Every mode runs in its own subprocess on the same random weights, latent and noise (fixed seeds), so the
-peak memory of one mode is not polluted by another. Peak memory is the process's max RSS on CPU and
-`torch.cuda.max_memory_allocated` on CUDA (weights included). The deviation is measured on the summed band
-output of `generate` (before re-EQ) against the faithful float32 output. Each mode is run once untimed
-first (compilation for `fused-compile`, CUDA warm-up, paging in the weights on CPU); `--tf32` (the
-default, as in PyTorch and AudioCraft) lets cuDNN use TF32 for float32 convolutions, `--no-tf32` forbids it.
+Every mode runs in its own subprocess on the same random weights, latent and noise (fixed seeds), so the peak
+memory of one mode is not polluted by another. With `--rounds R` every mode runs R times, interleaved (round r
+starts r modes later in the list), and the table gives the median time and the spread. Peak memory is the
+process's max RSS on CPU and `torch.cuda.max_memory_allocated` on CUDA (weights included). The deviation is
+measured on the summed band output of `generate` (before re-EQ) against the faithful float32 output. Each mode
+is run once untimed first (compilation for `fused-compile`, CUDA warm-up, paging in the weights on CPU);
+`--tf32` (the default, as in PyTorch and AudioCraft) lets cuDNN use TF32 for float32 convolutions, `--no-tf32`
+forbids it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +39,7 @@ from mbd.unet import UNetConfig
 
 SIZES = {
     "released": UNetConfig(hidden=48, growth=4, depth=4, res_blocks=2, kernel=8, stride=4, codec_dim=128),
+    "hidden16": UNetConfig(hidden=16, growth=4, depth=4, res_blocks=2, kernel=8, stride=4, codec_dim=128),
     "reduced": UNetConfig(hidden=32, growth=2, depth=4, res_blocks=2, kernel=8, stride=4, codec_dim=128),
     "tiny": UNetConfig(hidden=8, growth=2, depth=4, res_blocks=2, kernel=8, stride=4, codec_dim=128),
 }
@@ -116,70 +121,88 @@ def worker(args: argparse.Namespace) -> None:
 
 
 HEADER = """\
-| mode | seconds | x real time | speed-up | peak mem (GiB) | max abs dev | rel L2 dev (dB) | warm-up s |
-|---|---:|---:|---:|---:|---:|---:|---:|"""
+| mode | median s | min-max s (runs) | x real time | speed-up | peak GiB | max abs dev | rel L2 dev (dB) | warm-up s |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|"""
 
 
-def row(mode: str, results: dict[str, dict], outputs: dict[str, torch.Tensor], audio: float) -> str:
-    """One table row: `mode`'s time and memory, and its deviation from the faithful output."""
-    r, ref = results[mode], outputs["faithful"]
+def row(mode: str, runs: dict[str, list[dict]], outputs: dict[str, torch.Tensor], audio: float) -> str:
+    """One table row: `mode`'s median time over its runs, its peak memory, and its deviation from the faithful
+    output."""
+    seconds = {m: statistics.median(r["seconds"] for r in rs) for m, rs in runs.items()}
+    times, ref = [r["seconds"] for r in runs[mode]], outputs["faithful"]
     dev = (outputs[mode] - ref).abs().max().item()
     rel = ((outputs[mode] - ref).norm() / ref.norm()).item()
     rel_db = "-inf" if rel == 0 else f"{20 * torch.log10(torch.tensor(rel)).item():.1f}"
-    warmup = "-" if r["warmup"] is None else f"{r['warmup']:.1f}"
-    speed_up = results["faithful"]["seconds"] / r["seconds"]
+    warmup = statistics.median(r["warmup"] for r in runs[mode])
+    peak = max(r["peak_gib"] for r in runs[mode])
     return (
-        f"| {mode} | {r['seconds']:.2f} | {audio / r['seconds']:.3f} | {speed_up:.2f}x | {r['peak_gib']:.2f} | "
-        f"{dev:.2e} | {rel_db} | {warmup} |"
+        f"| {mode} | {seconds[mode]:.2f} | {min(times):.2f}-{max(times):.2f} ({len(times)}) | "
+        f"{audio / seconds[mode]:.3f} | {seconds['faithful'] / seconds[mode]:.2f}x | {peak:.2f} | {dev:.2e} | "
+        f"{rel_db} | {warmup:.1f} |"
     )
+
+
+def run_mode(mode: str, size: str, args: argparse.Namespace, out: Path) -> dict | None:
+    """Run one mode in its own process; its result, or None (said on stderr) when it failed or timed out."""
+    cmd = [sys.executable, __file__, "--worker", mode, "--out", str(out), "--device", args.device]
+    cmd += ["--size", size, "--seconds", str(args.seconds), "--steps", str(args.steps)]
+    cmd += ["--batch", str(args.batch), "--tf32" if args.tf32 else "--no-tf32"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.mode_timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{size} {mode}: abandoned after {args.mode_timeout:g} s", file=sys.stderr)
+        return None
+    if proc.returncode != 0:
+        print(f"{size} {mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--size", choices=sorted(SIZES), default="reduced")
+    parser.add_argument("--size", default="reduced", help=f"comma list of {sorted(SIZES)}, one table each")
     parser.add_argument("--seconds", type=float, default=2.0, help="audio duration to decode")
     parser.add_argument("--steps", type=int, default=20, help="DDPM model evaluations per band (20 = default)")
     parser.add_argument("--batch", type=int, default=1, help="clips decoded together, each --seconds long")
     parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True, help="cuDNN TF32 (CUDA)")
     parser.add_argument("--modes", default="faithful,fused,fused-bf16", help=f"comma list of {list(MODES)}")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every mode, interleaved; medians shown")
     parser.add_argument("--mode-timeout", type=float, help="seconds after which a mode is abandoned")
     parser.add_argument("--worker", choices=sorted(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    modes = args.modes.split(",")
+    sizes, modes = args.size.split(","), args.modes.split(",")
+    unknown = sorted(set(sizes) - set(SIZES)) + sorted(set(modes) - set(MODES))
+    if unknown or args.rounds < 1:
+        parser.error(f"unknown sizes or modes {unknown}, or --rounds < 1")
     if modes[0] != "faithful":
         modes = ["faithful", *[m for m in modes if m != "faithful"]]
-    results, outputs = {}, {}
     audio = args.seconds * args.batch
-    with tempfile.TemporaryDirectory() as tmp:
-        for mode in modes:
-            out = Path(tmp) / f"{mode}.pt"
-            cmd = [sys.executable, __file__, "--worker", mode, "--out", str(out), "--device", args.device]
-            cmd += ["--size", args.size, "--seconds", str(args.seconds), "--steps", str(args.steps)]
-            cmd += ["--batch", str(args.batch), "--tf32" if args.tf32 else "--no-tf32"]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.mode_timeout)
-                error = None if proc.returncode == 0 else f"failed\n{proc.stderr[-2000:]}"
-            except subprocess.TimeoutExpired:
-                error = f"abandoned after {args.mode_timeout:g} s"
-            if error is not None:
-                print(f"{mode}: {error}", file=sys.stderr)
-                if mode == "faithful":
-                    sys.exit("nothing to compare against")
-                continue
-            results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-            outputs[mode] = torch.load(out)
-            if mode == "faithful":  # the table is printed row by row, so that a killed run keeps its rows
-                info = results["faithful"]
-                print(
-                    f"device={info['device']} torch={info['torch']} size={args.size} "
-                    f"audio={args.batch} x {args.seconds}s steps={args.steps} x 4 bands, "
-                    f"cudnn_tf32={info['cudnn_tf32']} matmul_tf32={info['matmul_tf32']}\n{HEADER}"
-                )
-            print(row(mode, results, outputs, audio), flush=True)
+    for size in sizes:  # one table per size, printed when its rounds are done
+        runs: dict[str, list[dict]] = {}
+        outputs: dict[str, torch.Tensor] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(args.rounds):
+                for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
+                    out = Path(tmp) / f"{mode}.pt"
+                    result = run_mode(mode, size, args, out)
+                    if result is not None:
+                        runs.setdefault(mode, []).append(result)
+                        outputs[mode] = torch.load(out)
+        if "faithful" not in runs:
+            sys.exit(f"{size}: the faithful path failed: nothing to compare against")
+        info = runs["faithful"][0]
+        print(
+            f"device={info['device']} torch={info['torch']} size={size} audio={args.batch} x {args.seconds}s "
+            f"steps={args.steps} x 4 bands, rounds={args.rounds}, cudnn_tf32={info['cudnn_tf32']} "
+            f"matmul_tf32={info['matmul_tf32']}\n{HEADER}"
+        )
+        for mode in (m for m in modes if m in runs):
+            print(row(mode, runs, outputs, audio), flush=True)
+        print()
 
 
 if __name__ == "__main__":
