@@ -21,9 +21,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-import soundfile as sf
 import torch
-from mel_quality import REPO, held_out
+from mel_quality import REPO, clip_start, held_out
 
 from mbd.spectral_mbd import SpectralMBD
 
@@ -50,15 +49,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = SpectralMBD.from_pretrained(args.model)
-    sr, hop = model.sample_rate, model.hop_length
     print("| clip | kind | sampled STFT | after iSTFT |\n|---|---|---:|---:|")
     by_kind: dict[str, list[tuple[float, float]]] = {}
     for i, row in enumerate(held_out(args.manifest, args.clips)):
-        wav, file_sr = sf.read(args.manifest.parent / row["path"], dtype="float32", always_2d=True)
-        if file_sr != sr:
-            raise SystemExit(f"{row['path']}: {file_sr} Hz, the model needs {sr} Hz")
-        length = min(len(wav), int(args.seconds * sr)) // hop * hop
-        ref = torch.from_numpy(wav[:length, 0].copy())[None, None]  # [1, 1, L]
+        ref = clip_start(args.manifest, row, args.seconds, model.sample_rate, model.hop_length)  # [1, 1, L]
         pair = scores(model, ref, i, args.steps)
         by_kind.setdefault(row["kind"], []).append(pair)
         print(f"| {Path(row['path']).name} | {row['kind']} | {pair[0]:.3f} | {pair[1]:.3f} |", flush=True)

@@ -229,6 +229,15 @@ def held_out(manifest: Path, n: int) -> list[dict[str, str]]:
     return order[:n]
 
 
+def clip_start(manifest: Path, row: dict[str, str], seconds: float, sample_rate: int, hop: int) -> torch.Tensor:
+    """The first `seconds` of a manifest row's clip, channel 0, cut to whole hops: `[1, 1, L]`."""
+    wav, file_sr = sf.read(manifest.parent / row["path"], dtype="float32", always_2d=True)
+    if file_sr != sample_rate:
+        raise SystemExit(f"{row['path']}: {file_sr} Hz, the model needs {sample_rate} Hz")
+    length = min(len(wav), int(seconds * sample_rate)) // hop * hop
+    return torch.from_numpy(wav[:length, 0].copy())[None, None]
+
+
 def summary(results: list[dict], system: str) -> dict[str, float]:
     """Mean of each metric over the clips that have it; the pitch metrics pooled over frames (CARGAN)."""
     mine = [r for r in results if r["system"] == system]
@@ -314,10 +323,8 @@ def main() -> None:
     for i, row in enumerate(rows):
         if i % parts != part:  # another process's clip (--part)
             continue
-        wav, file_sr = sf.read(args.manifest.parent / row["path"], dtype="float32", always_2d=True)
-        assert file_sr == sr, f"{row['path']}: {file_sr} Hz"
-        length = min(len(wav), int(args.seconds * sr)) // hop * hop
-        ref = torch.from_numpy(wav[:length, 0].copy())[None, None]  # [1, 1, L]
+        ref = clip_start(args.manifest, row, args.seconds, sr, hop)  # [1, 1, L]
+        length = ref.shape[-1]
         mel = features.frame_aligned(ref)  # [1, n_mels, L / hop]: the model's input
         outs = {"ground truth": ref, "griffin-lim": griffin_lim(features(ref), features, length, args.gl_iters)}
         noise = torch.randn(ref.shape, generator=torch.Generator().manual_seed(args.seed + i)) * 0.01
